@@ -1,0 +1,110 @@
+"""
+### Deploy a staged model and register the deployment in Apache Atlas
+
+One run deploys one staged model version to one serving host, in four steps:
+
+1. **fetch_staging** (2a): copy the staged model, check `modelMetadata.txt` and the layout, upload it to the
+   registry's pending area;
+2. **push_to_registry** (2c): verify the upload and publish it as `<registry>/<model>/<version>/`;
+3. **deploy_model** (2b): load the archived bundle into MLeap serving and confirm it serves;
+4. **register_in_atlas** (2d): create or update the `model` entity in Atlas.
+
+Archiving comes before serving and serving before registering, so every model that serves is archived and
+no Atlas entity exists for a model that does not serve. Trigger from the UI form, the REST API (`conf`) or
+`airflow dags trigger model_deployment --conf '{"staging": "..."}'`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import DAG, Param
+
+from model_governance.operators.atlas import AtlasCreateModelEntityOperator
+from model_governance.operators.fetch import FetchStagingOperator
+from model_governance.operators.mleap import MLeapDeployOperator
+from model_governance.operators.registry import DiscardPendingOperator, PublishToRegistryOperator
+
+with DAG(
+    dag_id="model_deployment",
+    description="Deploy a staged ML model to MLeap serving, archive it, and register it in Apache Atlas",
+    schedule=None,
+    catchup=False,
+    doc_md=__doc__,
+    tags=["model-governance"],
+    render_template_as_native_obj=True,  # `force` stays a bool, the document a dict
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=20), "retry_exponential_backoff": 2.0},
+    params={
+        "staging": Param(
+            "rental-pricing-prediction",
+            type="string",
+            minLength=1,
+            title="Staged model",
+            description=(
+                "Where the owner staged the model: an absolute folder on the workers, or a folder name "
+                "relative to the staging root ($MODEL_GOVERNANCE_STAGING_ROOT; default: the shipped examples)."
+            ),
+            examples=["rental-pricing-prediction", "/srv/staging/rental-pricing-prediction"],
+        ),
+        "registry_root": Param(
+            "hdfs:///model-registry",
+            type="string",
+            pattern=r"^(hdfs://[^/]*/|file:///|/)",
+            title="Model registry root",
+            description=(
+                "hdfs:///<path> stores versions in HDFS through the WebHDFS connection; an absolute local "
+                "folder (or file:///<path>) is dev mode, for one machine or a shared mount."
+            ),
+            examples=["hdfs:///model-registry", "/srv/model-registry"],
+        ),
+        "host_type": Param(
+            "microservice",
+            type="string",
+            enum=["microservice"],
+            title="Host type",
+            description="Where the model serves: a microservice is MLeap serving.",
+        ),
+        "force": Param(
+            False,
+            type="boolean",
+            title="Replace a conflicting registry version",
+            description="Publish even if the registry holds this model version with different content (replaces it).",
+        ),
+        "mleap_conn_id": Param("mleap_default", type="string", minLength=1, title="MLeap serving connection", description="Airflow connection of the MLeap serving host (http)."),
+        "webhdfs_conn_id": Param("webhdfs_default", type="string", minLength=1, title="WebHDFS connection", description="Airflow connection of the HDFS namenode(s), used when the registry is on HDFS."),
+        "atlas_conn_id": Param("atlas_default", type="string", minLength=1, title="Atlas connection", description="Airflow connection of Apache Atlas (http, basic auth)."),
+    },
+) as dag:
+    fetch = FetchStagingOperator(
+        task_id="fetch_staging",
+        staging="{{ params.staging }}",
+        registry_root="{{ params.registry_root }}",
+        webhdfs_conn_id="{{ params.webhdfs_conn_id }}",
+        host_type="{{ params.host_type }}",
+        force="{{ params.force }}",
+    )
+    publish = PublishToRegistryOperator(
+        task_id="push_to_registry",
+        document=fetch.output,
+        registry_root="{{ params.registry_root }}",
+        webhdfs_conn_id="{{ params.webhdfs_conn_id }}",
+        force="{{ params.force }}",
+    )
+    deploy = MLeapDeployOperator(
+        task_id="deploy_model",
+        document=publish.output,
+        mleap_conn_id="{{ params.mleap_conn_id }}",
+        webhdfs_conn_id="{{ params.webhdfs_conn_id }}",
+    )
+    register = AtlasCreateModelEntityOperator(
+        task_id="register_in_atlas",
+        document=deploy.output,
+        atlas_conn_id="{{ params.atlas_conn_id }}",
+    )
+    # Runs whatever happens to the upload: clearing push_to_registry re-runs fetch_staging with it.
+    discard_pending = DiscardPendingOperator(
+        task_id="discard_pending",
+        registry_root="{{ params.registry_root }}",
+        webhdfs_conn_id="{{ params.webhdfs_conn_id }}",
+    ).as_teardown(setups=fetch)
+    publish >> discard_pending

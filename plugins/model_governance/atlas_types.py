@@ -1,0 +1,155 @@
+"""The Atlas `model` entity type (superType `Process`), its upgrades, and the entity built from a deployment.
+
+The seed's typedef redeclared `qualifiedName`, `name`, `inputs` and `outputs`, which `Process` already
+has; Atlas 2.3+ refuses that (ATLAS-400-00-09E), so they are inherited here. The seed's dotted attribute
+names (`model.version`…) stay for existing users; every later attribute has a name without dots, because
+Atlas's DSL splits names on `.` and could not filter on them.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from model_governance.exceptions import AtlasError
+from model_governance.metadata import DeploymentDocument
+
+log = logging.getLogger(__name__)
+
+MODEL_TYPE = "model"
+TYPE_VERSION = "2.0"
+
+SEED_ATTRIBUTES = (
+    "deploy.datetime",
+    "deploy.host.type",
+    "deploy.host.detail",
+    "deploy.obj.source",
+    "model.name",
+    "model.version",
+    "model.type",
+    "model.description",
+    "model.owner",
+    "model.owner.lob",
+    "model.registry.url",
+)
+
+# Added after the seed: optional, so that an existing `model` type takes them with a plain update.
+ADDED_ATTRIBUTES: tuple[tuple[str, str], ...] = (
+    ("deployStatus", "string"),  # deployed | superseded | retired
+    ("deployTime", "date"),  # deploy.datetime as a date, for time-range searches
+    ("hostType", "string"),
+    ("endpointUrl", "string"),
+    ("modelName", "string"),
+    ("modelVersion", "string"),
+    ("modelType", "string"),
+    ("ownerLob", "string"),
+    ("sourceLocation", "string"),
+    ("sourceKind", "string"),
+    ("sourceRevision", "string"),  # commit SHA, archive sha256, or the folder manifest's sha256
+    ("serializedObjectSha256", "string"),
+    ("registryUrl", "string"),
+    ("dagId", "string"),
+    ("dagRunId", "string"),
+)
+
+
+def _attribute(name: str, type_name: str = "string", optional: bool = False) -> dict[str, Any]:
+    return {
+        "name": name,
+        "typeName": type_name,
+        "cardinality": "SINGLE",
+        "isUnique": False,
+        "isOptional": optional,
+        "isIndexable": True,
+    }
+
+
+def model_typedef() -> dict[str, Any]:
+    """The current `model` entity def."""
+    return {
+        "category": "ENTITY",
+        "name": MODEL_TYPE,
+        "description": "A deployment of a machine-learning model, registered by model-governance",
+        "typeVersion": TYPE_VERSION,
+        "superTypes": ["Process"],
+        "attributeDefs": [_attribute(name) for name in SEED_ATTRIBUTES]
+        + [_attribute(name, type_name, optional=True) for name, type_name in ADDED_ATTRIBUTES],
+    }
+
+
+def ensure_model_type(hook: Any) -> str:
+    """Create the `model` type, or add what an older one lacks; returns "created", "upgraded" or "current"."""
+    wanted = model_typedef()
+    existing = hook.get_typedef(MODEL_TYPE)
+    if existing is None:
+        try:
+            hook.create_typedefs({"entityDefs": [wanted]})
+            log.info("Created the Atlas type %r version %s", MODEL_TYPE, TYPE_VERSION)
+            return "created"
+        except AtlasError as exc:
+            if exc.status != 409:  # another run created it meanwhile: check it like any existing one
+                raise
+            existing = hook.get_typedef(MODEL_TYPE)
+    if existing.get("category", "ENTITY") != "ENTITY" or "Process" not in existing.get("superTypes", []):
+        raise AtlasError(f"Atlas already has a type {MODEL_TYPE!r} that is not an entity type with superType Process; it cannot be upgraded")
+    have = {a["name"]: a for a in existing.get("attributeDefs", [])}
+    missing = []
+    for attr in wanted["attributeDefs"]:
+        current = have.get(attr["name"])
+        if current is None:
+            missing.append(attr)
+        elif current.get("typeName") != attr["typeName"]:
+            raise AtlasError(
+                f"Atlas type {MODEL_TYPE!r} attribute {attr['name']!r} is {current.get('typeName')}, "
+                f"this version needs {attr['typeName']}: it cannot be upgraded in place"
+            )
+    if not missing:
+        return "current"
+    upgraded = dict(existing)
+    # New attributes must be optional: Atlas refuses to add a mandatory one to a type that has entities.
+    upgraded["attributeDefs"] = existing["attributeDefs"] + [dict(a, isOptional=True) for a in missing]
+    upgraded["typeVersion"] = TYPE_VERSION
+    hook.update_typedefs({"entityDefs": [upgraded]})
+    log.info("Upgraded the Atlas type %r from %s to %s: added %s", MODEL_TYPE, existing.get("typeVersion"), TYPE_VERSION, ", ".join(a["name"] for a in missing))
+    return "upgraded"
+
+
+def model_entity(doc: DeploymentDocument, status: str = "deployed") -> dict[str, Any]:
+    """The `model` entity for a deployed, archived model: every attribute from the deployment document."""
+    if doc.deploy is None or doc.registry is None:
+        raise ValueError("a model entity needs a deployment that is archived and serving")
+    model, deploy = doc.model, doc.deploy
+    attributes: dict[str, Any] = {
+        "qualifiedName": doc.qualified_name,
+        "name": doc.deploy_name,
+        "description": model.description,
+        "owner": model.owner,
+        "deploy.datetime": deploy.deployed_at,
+        "deploy.host.type": deploy.host_type,
+        "deploy.host.detail": deploy.endpoint_url,
+        "deploy.obj.source": deploy.serialized_object,
+        "model.name": model.name,
+        "model.version": model.version,
+        "model.type": model.type,
+        "model.description": model.description,
+        "model.owner": model.owner,
+        "model.owner.lob": model.owner_lob,
+        "model.registry.url": doc.registry.url,
+        "deployStatus": status,
+        "deployTime": int(datetime.fromisoformat(deploy.deployed_at).timestamp() * 1000),
+        "hostType": deploy.host_type,
+        "endpointUrl": deploy.endpoint_url,
+        "modelName": model.name,
+        "modelVersion": model.version,
+        "modelType": model.type,
+        "ownerLob": model.owner_lob,
+        "sourceLocation": doc.source.location,
+        "sourceKind": doc.source.kind,
+        "sourceRevision": doc.source.revision,
+        "serializedObjectSha256": doc.executable_entry.sha256,
+        "registryUrl": doc.registry.url,
+        "dagId": doc.dag_id,
+        "dagRunId": doc.run_id,
+    }
+    return {"typeName": MODEL_TYPE, "attributes": attributes}

@@ -1,0 +1,132 @@
+"""MLeapServingHook: the MLeap serving microservice behind an Airflow http connection (`mleap_default`).
+
+Connection extras:
+    api           "legacy" (mleap-serving, `PUT /model`, one model per server; the seed's) or "spring-boot"
+    models_dir    the folder, as this worker sees it, that the server mounts (the seed's `-v /tmp/models:/models`)
+    models_mount  the same folder as the server sees it; default "/models"
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import requests
+from airflow.sdk import BaseHook
+
+from model_governance.exceptions import DeployError
+from model_governance.retry import TRANSIENT_STATUSES, TransientHTTPError, with_retries
+
+APIS = ("legacy", "spring-boot")
+
+
+class MLeapServingHook(BaseHook):
+    conn_name_attr = "mleap_conn_id"
+    default_conn_name = "mleap_default"
+    conn_type = "http"
+    hook_name = "MLeap serving"
+
+    def __init__(self, mleap_conn_id: str = default_conn_name, timeout: float = 60.0, retry_backoff: float = 0.5):
+        super().__init__()
+        self.mleap_conn_id = mleap_conn_id
+        self.timeout = timeout
+        self.retry_backoff = retry_backoff
+
+    @cached_property
+    def connection(self):
+        return self.get_connection(self.mleap_conn_id)
+
+    @property
+    def host_port(self) -> str:
+        conn = self.connection
+        if not conn.host:
+            raise DeployError(f"connection {self.mleap_conn_id!r} has no host")
+        return f"{conn.host}:{conn.port}" if conn.port else conn.host
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.connection.schema or 'http'}://{self.host_port}"
+
+    @property
+    def api(self) -> str:
+        api = self.connection.extra_dejson.get("api", "legacy")
+        if api not in APIS:
+            raise DeployError(f"connection {self.mleap_conn_id!r}: extra api {api!r} must be one of {', '.join(APIS)}")
+        return api
+
+    @property
+    def models_dir(self) -> Path:
+        folder = self.connection.extra_dejson.get("models_dir")
+        if not folder:
+            raise DeployError(
+                f"connection {self.mleap_conn_id!r} has no extra models_dir: the folder the serving host mounts as "
+                f"{self.models_mount}, where the deploy step puts the bundle"
+            )
+        return Path(folder)
+
+    @property
+    def models_mount(self) -> str:
+        return self.connection.extra_dejson.get("models_mount", "/models").rstrip("/")
+
+    @cached_property
+    def session(self) -> requests.Session:
+        session = requests.Session()
+        conn = self.connection
+        if conn.login:
+            session.auth = (conn.login, conn.password or "")
+        return session
+
+    def get_conn(self) -> requests.Session:
+        return self.session
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """One call with retries on connection errors and 502/503/504; every other answer is returned."""
+        url = f"{self.base_url}{path}"
+
+        def call() -> requests.Response:
+            response = self.session.request(method, url, timeout=self.timeout, **kwargs)
+            if response.status_code in TRANSIENT_STATUSES:
+                raise TransientHTTPError(response)
+            return response
+
+        try:
+            return with_retries(call, f"{method} {url}", backoff=self.retry_backoff)
+        except TransientHTTPError as exc:
+            raise DeployError(f"MLeap serving at {self.base_url} kept answering {exc}") from exc
+        except requests.RequestException as exc:
+            raise DeployError(f"MLeap serving at {self.base_url} cannot be reached: {exc}") from exc
+
+    # -- the legacy mleap-serving API (the seed's) --------------------------------------------------------
+    def load_model(self, server_path: str) -> None:
+        """`PUT /model {"path": …}`: the server reads the bundle from its own file system and swaps on success."""
+        response = self.request("PUT", "/model", json={"path": server_path})
+        if response.status_code != 200:
+            raise DeployError(
+                f"MLeap serving at {self.base_url} did not load {server_path}: {response.status_code} "
+                f"{_text(response)} (is the bundle valid, and is {self.models_mount} mounted on the server?)"
+            )
+
+    def model_schema(self) -> dict[str, Any] | None:
+        """`GET /model`: the loaded model's input schema, or None when no model is loaded (a 500)."""
+        response = self.request("GET", "/model")
+        if response.status_code == 200:
+            return response.json()
+        if response.status_code == 500:
+            return None
+        raise DeployError(f"GET {self.base_url}/model answered {response.status_code} {_text(response)}")
+
+    def transform(self, frame: dict[str, Any]) -> dict[str, Any]:
+        """`POST /transform` with a LeapFrame; the scored LeapFrame back."""
+        response = self.request("POST", "/transform", json=frame, headers={"Accept": "application/json"})
+        if response.status_code != 200:
+            raise DeployError(f"POST {self.base_url}/transform answered {response.status_code} {_text(response)}")
+        return response.json()
+
+
+def _text(response: requests.Response) -> str:
+    try:
+        return json.dumps(response.json())[:500]
+    except ValueError:
+        return response.text[:500]

@@ -1,0 +1,292 @@
+"""The model's metadata and the deployment document that carries it from task to task.
+
+`modelMetadata.txt` is a Java properties file (the seed read it with `java.util.Properties.load`), so it
+is parsed by Java's rules: `=`, `:` or white space between key and value, `#`/`!` comment lines, line
+continuations with a trailing backslash, and `\\t \\n \\uXXXX`-style escapes.
+
+The `DeploymentDocument` is the only thing tasks hand to each other (as XCom JSON): plain metadata, no
+secrets, no file contents. Every Atlas attribute is read from it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from model_governance.exceptions import MetadataError
+
+METADATA_FILE = "modelMetadata.txt"
+MAX_METADATA_BYTES = 64 * 1024  # a metadata file is a dozen lines; anything this big is a mistake
+
+REQUIRED_KEYS = (
+    "model.owner",
+    "model.owner.lob",
+    "model.name",
+    "model.type",
+    "model.version",
+    "model.description",
+)
+ENDPOINT_KEY = "model.microservice.endpoint"
+EXECUTABLE_KEY = "model.executable"
+
+# Versions and endpoints become path segments (registry folders, serving URLs): keep them plain.
+_VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+_ENDPOINT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]{0,127}")
+_WHITESPACE = " \t\f"
+_ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "f": "\f"}
+
+
+# -- Java properties ----------------------------------------------------------------------------------
+def parse_properties(text: str, source: str = METADATA_FILE) -> dict[str, str]:
+    """Parse Java properties text as `java.util.Properties.load` does; later keys win, as in Java."""
+    props: dict[str, str] = {}
+    for lineno, logical in _logical_lines(text):
+        key, value = _split_key_value(logical)
+        props[_unescape(key, source, lineno)] = _unescape(value, source, lineno)
+    return props
+
+
+def _logical_lines(text: str):
+    """Yield (first line number, logical line): comments and blank lines dropped, continuations joined."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    i = 0
+    while i < len(lines):
+        start = i
+        line = lines[i].lstrip(_WHITESPACE)
+        i += 1
+        if not line or line[0] in "#!":
+            continue  # a comment is never continued, even if it ends in a backslash
+        while _ends_with_continuation(line) and i < len(lines):
+            line = line[:-1] + lines[i].lstrip(_WHITESPACE)
+            i += 1
+        if _ends_with_continuation(line):
+            line = line[:-1]  # a continuation at end of file continues into nothing
+        yield start + 1, line
+
+
+def _ends_with_continuation(line: str) -> bool:
+    trailing = len(line) - len(line.rstrip("\\"))
+    return trailing % 2 == 1
+
+
+def _split_key_value(line: str) -> tuple[str, str]:
+    i = 0
+    while i < len(line):
+        ch = line[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch in "=:" or ch in _WHITESPACE:
+            break
+        i += 1
+    key, rest = line[:i], line[i:]
+    rest = rest.lstrip(_WHITESPACE)
+    if rest[:1] in ("=", ":"):
+        rest = rest[1:].lstrip(_WHITESPACE)
+    return key, rest
+
+
+def _unescape(text: str, source: str, lineno: int) -> str:
+    out = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch != "\\" or i + 1 >= len(text):
+            out.append(ch)
+            i += 1
+            continue
+        nxt = text[i + 1]
+        if nxt == "u":
+            digits = text[i + 2 : i + 6]
+            if len(digits) != 4 or not all(c in "0123456789abcdefABCDEF" for c in digits):
+                raise MetadataError(f"{source}, line {lineno}: malformed \\uXXXX escape {text[i:i + 6]!r}")
+            out.append(chr(int(digits, 16)))
+            i += 6
+            continue
+        out.append(_ESCAPES.get(nxt, nxt))
+        i += 2
+    # \uD83D\uDE00 pairs come out as surrogates: join them into the character they encode
+    return "".join(out).encode("utf-16", "surrogatepass").decode("utf-16")
+
+
+def read_properties_file(path: Path) -> dict[str, str]:
+    """Read a properties file as UTF-8, with errors that name the file and what is wrong with it."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_METADATA_BYTES:
+            raise MetadataError(f"{path}: {size} bytes is too large for a metadata file (limit {MAX_METADATA_BYTES})")
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise MetadataError(f"{path}: the staged model has no {path.name}") from None
+    except IsADirectoryError:
+        raise MetadataError(f"{path}: is a folder, not a properties file") from None
+    except OSError as exc:
+        raise MetadataError(f"{path}: cannot be read: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        lineno = raw[: exc.start].count(b"\n") + 1
+        raise MetadataError(
+            f"{path}, line {lineno}: not UTF-8 (byte 0x{raw[exc.start]:02x}); save the file as UTF-8 "
+            "or write the character as a \\uXXXX escape"
+        ) from None
+    return parse_properties(text, source=str(path))
+
+
+# -- the model's own metadata ---------------------------------------------------------------------------
+def slugify(name: str) -> str:
+    """A path-safe, lower-case form of a model name: `rental pricing prediction` -> `rental-pricing-prediction`."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What the model owner declared in `modelMetadata.txt`."""
+
+    owner: str
+    owner_lob: str
+    name: str
+    type: str
+    version: str
+    description: str
+    endpoint: str | None = None
+    executable: str | None = None
+
+    @classmethod
+    def from_properties(cls, props: dict[str, str], source: str = METADATA_FILE, require_endpoint: bool = True) -> "ModelMetadata":
+        values = {key: props.get(key, "").strip() for key in (*REQUIRED_KEYS, ENDPOINT_KEY, EXECUTABLE_KEY)}
+        required = REQUIRED_KEYS + ((ENDPOINT_KEY,) if require_endpoint else ())
+        missing = [key for key in required if key not in props]
+        if missing:
+            raise MetadataError(f"{source}: missing required key(s) {', '.join(missing)}")
+        empty = [key for key in required if not values[key]]
+        if empty:
+            raise MetadataError(f"{source}: empty value for key(s) {', '.join(empty)}")
+        if not _VERSION_RE.fullmatch(values["model.version"]) or ".." in values["model.version"]:
+            raise MetadataError(
+                f"{source}: model.version {values['model.version']!r} must be letters, digits and . _ + - "
+                "(it names a registry folder)"
+            )
+        if not slugify(values["model.name"]):
+            raise MetadataError(f"{source}: model.name {values['model.name']!r} has no letters or digits")
+        endpoint = values[ENDPOINT_KEY] or None
+        if endpoint is not None and not _ENDPOINT_RE.fullmatch(endpoint):
+            raise MetadataError(
+                f"{source}: {ENDPOINT_KEY} {endpoint!r} must be one URL path segment of letters, digits and . _ ~ -"
+            )
+        return cls(
+            owner=values["model.owner"],
+            owner_lob=values["model.owner.lob"],
+            name=values["model.name"],
+            type=values["model.type"],
+            version=values["model.version"],
+            description=values["model.description"],
+            endpoint=endpoint,
+            executable=values[EXECUTABLE_KEY] or None,
+        )
+
+    @classmethod
+    def load(cls, path: Path, require_endpoint: bool = True) -> "ModelMetadata":
+        return cls.from_properties(read_properties_file(path), source=str(path), require_endpoint=require_endpoint)
+
+    @property
+    def slug(self) -> str:
+        return slugify(self.name)
+
+    @property
+    def deploy_name(self) -> str:
+        """The seed's deployment name: `<name> v<version>`."""
+        return f"{self.name} v{self.version}"
+
+    def qualified_name(self, host_port: str) -> str:
+        """The deployment's identity in Atlas: `<name>-v<version>@<host:port>`, spaces as `-` (the seed's rule)."""
+        return f"{self.deploy_name}@{host_port}".replace(" ", "-")
+
+
+# -- the document tasks hand to each other ---------------------------------------------------------------
+@dataclass(frozen=True)
+class ManifestEntry:
+    path: str  # relative, with `/` separators
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    location: str  # where the staged model came from, credentials removed
+    kind: str  # local | git | archive
+    revision: str  # commit SHA, archive sha256, or the manifest's sha256 for a folder
+
+
+@dataclass(frozen=True)
+class RegistryInfo:
+    root: str  # as given: hdfs:///model-registry or a local folder
+    path: str  # the version's folder inside the registry's file system
+    url: str  # what stakeholders follow: hdfs://namenode:8020/... or file:///...
+    uploaded_bytes: int = 0  # 0 when the version was already there with the same content
+
+
+@dataclass(frozen=True)
+class DeployFacts:
+    host_type: str  # microservice | spark
+    host_port: str  # host:port of the serving host
+    endpoint_url: str  # the seed's deploy.host.detail: http://<host:port>/<endpoint>
+    serialized_object: str  # the model file's name, the seed's deploy.obj.source
+    deployed_at: str  # ISO-8601 UTC
+    input_schema: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DeploymentDocument:
+    """The aggregated metadata of one deployment run, built up step by step."""
+
+    model: ModelMetadata
+    source: SourceInfo
+    manifest: tuple[ManifestEntry, ...]
+    executable: str  # the serialized model's path in the staged folder, e.g. executable/model.zip
+    dag_id: str
+    run_id: str
+    registry: RegistryInfo | None = None
+    deploy: DeployFacts | None = None
+
+    @property
+    def deploy_name(self) -> str:
+        return self.model.deploy_name
+
+    @property
+    def qualified_name(self) -> str:
+        if self.deploy is None:
+            raise ValueError("the deployment has no host yet: deploy before asking for its qualified name")
+        return self.model.qualified_name(self.deploy.host_port)
+
+    @property
+    def executable_entry(self) -> ManifestEntry:
+        return next(entry for entry in self.manifest if entry.path == self.executable)
+
+    def with_registry(self, registry: RegistryInfo) -> "DeploymentDocument":
+        return replace(self, registry=registry)
+
+    def with_deploy(self, deploy: DeployFacts) -> "DeploymentDocument":
+        return replace(self, deploy=deploy)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["manifest"] = [asdict(entry) for entry in self.manifest]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "DeploymentDocument":
+        if not isinstance(data, dict) or "model" not in data:
+            raise ValueError(f"not a deployment document: {str(data)[:200]!r}")
+        return cls(
+            model=ModelMetadata(**data["model"]),
+            source=SourceInfo(**data["source"]),
+            manifest=tuple(ManifestEntry(**entry) for entry in data["manifest"]),
+            executable=data["executable"],
+            dag_id=data["dag_id"],
+            run_id=data["run_id"],
+            registry=RegistryInfo(**data["registry"]) if data.get("registry") else None,
+            deploy=DeployFacts(**data["deploy"]) if data.get("deploy") else None,
+        )

@@ -1,0 +1,44 @@
+"""Step 2d: register the deployment as a `model` entity in Apache Atlas."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from airflow.sdk import BaseOperator
+
+from model_governance.operators._args import as_document
+
+
+class AtlasCreateModelEntityOperator(BaseOperator):
+    """Make sure the `model` type exists (create or upgrade it), then create or update the deployment's entity.
+
+    The entity's identity is its qualifiedName (`<name>-v<version>@<host:port>`): Atlas's bulk API updates
+    an entity with the same qualifiedName, so a rerun never makes a second one. Returns the entity's guid,
+    qualifiedName and web page.
+    """
+
+    template_fields: Sequence[str] = ("document", "atlas_conn_id")
+    ui_color = "#f3e8fa"
+
+    def __init__(self, *, document: Any, atlas_conn_id: str = "atlas_default", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.document = document
+        self.atlas_conn_id = atlas_conn_id
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from model_governance.atlas_types import MODEL_TYPE, ensure_model_type, model_entity
+        from model_governance.exceptions import AtlasError
+        from model_governance.hooks.atlas import AtlasHook
+
+        doc = as_document(self.document)
+        hook = AtlasHook(self.atlas_conn_id)
+        ensure_model_type(hook)
+        entity = model_entity(doc)
+        hook.upsert_entities([entity])
+        stored = hook.get_entity(MODEL_TYPE, doc.qualified_name)
+        if stored is None:
+            raise AtlasError(f"Atlas accepted the entity {doc.qualified_name!r} but does not return it")
+        guid = stored["entity"]["guid"]
+        url = hook.entity_url(guid)
+        self.log.info("Atlas entity %s (%s): %s", doc.qualified_name, guid, url)
+        return {"guid": guid, "qualifiedName": doc.qualified_name, "url": url}

@@ -1,0 +1,62 @@
+"""Step 2c: publish the pending upload as the model version in the registry (and clean up after a run)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from airflow.sdk import BaseOperator
+
+from model_governance.operators._args import as_bool, as_document
+
+
+class PublishToRegistryOperator(BaseOperator):
+    """Verify the run's pending upload and rename it into `<registry>/<model slug>/<version>/` with a MANIFEST.json.
+
+    Returns the deployment document with the registry location added.
+    """
+
+    template_fields: Sequence[str] = ("document", "registry_root", "webhdfs_conn_id", "force")
+    ui_color = "#fdf3e1"
+
+    def __init__(
+        self,
+        *,
+        document: Any,
+        registry_root: str,
+        webhdfs_conn_id: str = "webhdfs_default",
+        force: bool | str = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.document = document
+        self.registry_root = registry_root
+        self.webhdfs_conn_id = webhdfs_conn_id
+        self.force = force
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from model_governance.registry import Registry
+
+        doc = as_document(self.document)
+        registry = Registry.from_root(self.registry_root, self.webhdfs_conn_id)
+        info = registry.publish(doc, force=as_bool(self.force, "force"))
+        self.log.info("Model registry: %s (%d bytes published by this run)", info.url, info.uploaded_bytes)
+        return doc.with_registry(info).to_json()
+
+
+class DiscardPendingOperator(BaseOperator):
+    """Teardown: remove the run's pending upload, whatever happened (a published run has none left)."""
+
+    template_fields: Sequence[str] = ("registry_root", "webhdfs_conn_id")
+    ui_color = "#eeeeee"
+
+    def __init__(self, *, registry_root: str, webhdfs_conn_id: str = "webhdfs_default", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.registry_root = registry_root
+        self.webhdfs_conn_id = webhdfs_conn_id
+
+    def execute(self, context: Any) -> None:
+        from model_governance.registry import Registry
+
+        registry = Registry.from_root(self.registry_root, self.webhdfs_conn_id)
+        if registry.discard_pending(context["run_id"]):
+            self.log.info("Removed %s", registry.store.url(registry.pending_path(context["run_id"])))

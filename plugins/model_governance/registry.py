@@ -1,0 +1,395 @@
+"""The model registry (step 2c): one immutable folder per model version, HDFS or a local folder alike.
+
+    <root>/.pending/<run>/          the fetch step uploads the staged snapshot here
+    <root>/<model slug>/<version>/  publish verifies the upload, writes MANIFEST.json, and renames it here
+
+Tasks may run on different workers, so the pending area in the registry (shared storage) is how the
+fetch step hands files to the later steps; no task reads a local file another task wrote. A version
+appears whole or not at all: one verified rename puts it in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import posixpath
+import re
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator, Protocol
+from urllib.parse import urlsplit
+
+from model_governance.exceptions import RegistryConflictError, RegistryError
+from model_governance.metadata import DeploymentDocument, ManifestEntry, ModelMetadata, RegistryInfo
+
+log = logging.getLogger(__name__)
+
+MANIFEST_FILE = "MANIFEST.json"
+PENDING_DIR = ".pending"
+TRASH_DIR = ".trash"
+CHUNK = 1024 * 1024
+PROGRESS_EVERY_BYTES = 256 * 1024 * 1024
+
+
+class Store(Protocol):
+    """The few file-system operations the registry needs; paths are absolute, `/`-separated."""
+
+    def kind(self) -> str: ...
+    def url(self, path: str) -> str: ...
+    def is_dir(self, path: str) -> bool: ...
+    def exists(self, path: str) -> bool: ...
+    def makedirs(self, path: str) -> None: ...
+    def list_files(self, folder: str) -> dict[str, int]: ...  # relative path -> size, recursive
+    def write_file(self, path: str, stream: BinaryIO, size: int) -> None: ...  # parents made, overwrite
+    def open_chunks(self, path: str) -> Iterator[Iterator[bytes]]: ...  # context manager
+    def rename(self, src: str, dst: str) -> bool: ...  # the service's own answer, unverified
+    def delete(self, path: str) -> bool: ...  # recursive
+
+
+class LocalStore:
+    """A registry on a local (or mounted) file system: the seed's dev mode, with the same guarantees."""
+
+    def kind(self) -> str:
+        return "local"
+
+    def url(self, path: str) -> str:
+        return Path(path).as_uri()
+
+    def is_dir(self, path: str) -> bool:
+        return Path(path).is_dir()
+
+    def exists(self, path: str) -> bool:
+        return os.path.lexists(path)
+
+    def makedirs(self, path: str) -> None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+
+    def list_files(self, folder: str) -> dict[str, int]:
+        base = Path(folder)
+        return {p.relative_to(base).as_posix(): p.stat().st_size for p in base.rglob("*") if p.is_file()}
+
+    def write_file(self, path: str, stream: BinaryIO, size: int) -> None:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("wb") as out:
+            shutil.copyfileobj(stream, out, CHUNK)
+
+    @contextmanager
+    def open_chunks(self, path: str) -> Iterator[Iterator[bytes]]:
+        with open(path, "rb") as handle:
+            yield iter(lambda: handle.read(CHUNK), b"")
+
+    def rename(self, src: str, dst: str) -> bool:
+        try:
+            os.rename(src, dst)  # on POSIX this replaces an empty folder: callers check the target first
+        except OSError:
+            return False
+        return True
+
+    def delete(self, path: str) -> bool:
+        target = Path(path)
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+            return True
+        if os.path.lexists(target):
+            target.unlink()
+            return True
+        return False
+
+
+class WebHDFSStore:
+    """A registry on HDFS through the `hdfs` client that Airflow's WebHDFSHook builds from its connection."""
+
+    def __init__(self, client: Any, default_fs: str):
+        self.client = client
+        self.default_fs = default_fs.rstrip("/")
+
+    @classmethod
+    def from_connection(cls, conn_id: str) -> "WebHDFSStore":
+        from airflow.providers.apache.hdfs.hooks.webhdfs import WebHDFSHook
+
+        hook = WebHDFSHook(webhdfs_conn_id=conn_id)
+        conn = hook.get_connection(conn_id)
+        # Stakeholders follow hdfs:// URLs, not WebHDFS ones: the cluster's fs.defaultFS if the connection
+        # names it, else the first namenode on HDFS's usual RPC port.
+        default_fs = conn.extra_dejson.get("default_fs") or f"hdfs://{(conn.host or 'localhost').split(',')[0]}:8020"
+        return cls(hook.get_conn(), default_fs)
+
+    def kind(self) -> str:
+        return "hdfs"
+
+    def url(self, path: str) -> str:
+        return f"{self.default_fs}{path}"
+
+    def _status(self, path: str) -> dict | None:
+        return self.client.status(path, strict=False)
+
+    def is_dir(self, path: str) -> bool:
+        status = self._status(path)
+        return bool(status and status["type"] == "DIRECTORY")
+
+    def exists(self, path: str) -> bool:
+        return self._status(path) is not None
+
+    def makedirs(self, path: str) -> None:
+        self.client.makedirs(path)
+
+    def list_files(self, folder: str) -> dict[str, int]:
+        files = {}
+        for dirpath, _dirs, names in self.client.walk(folder, status=True):
+            for name, status in names:
+                rel = posixpath.relpath(posixpath.join(dirpath[0], name), folder)
+                files[rel] = status["length"]
+        return files
+
+    def write_file(self, path: str, stream: BinaryIO, size: int) -> None:
+        self.client.write(path, data=stream, overwrite=True)
+
+    @contextmanager
+    def open_chunks(self, path: str) -> Iterator[Iterator[bytes]]:
+        with self.client.read(path, chunk_size=CHUNK) as chunks:
+            yield chunks
+
+    def rename(self, src: str, dst: str) -> bool:
+        from hdfs.util import HdfsError
+
+        try:
+            self.client.rename(src, dst)
+        except HdfsError:
+            return False  # WebHDFS answered {"boolean": false}
+        return True
+
+    def delete(self, path: str) -> bool:
+        return self.client.delete(path, recursive=True)
+
+
+class ProgressReader:
+    """A file wrapper that logs bytes sent and rate for large files; requests streams it by its `len`."""
+
+    def __init__(self, handle: BinaryIO, size: int, label: str):
+        self.handle, self.len, self.label = handle, size, label
+        self.sent = 0
+        self.started = time.monotonic()
+        self.next_report = PROGRESS_EVERY_BYTES
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.handle.read(n if n and n > 0 else CHUNK)
+        self.sent += len(data)
+        if self.sent >= self.next_report:
+            self.next_report += PROGRESS_EVERY_BYTES
+            elapsed = max(time.monotonic() - self.started, 1e-6)
+            log.info("%s: %d of %d MiB sent, %.1f MiB/s", self.label, self.sent >> 20, self.len >> 20, self.sent / elapsed / 2**20)
+        return data
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(lambda: self.read(CHUNK), b"")
+
+
+def run_path_segment(run_id: str) -> str:
+    """A run id as one path segment HDFS accepts (no `:`), still unique: Airflow run ids hold `:` and `+`."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", run_id)
+    return f"{safe}-{hashlib.sha256(run_id.encode()).hexdigest()[:8]}"
+
+
+def differences(expected: list[ManifestEntry] | tuple[ManifestEntry, ...], actual: list[ManifestEntry]) -> list[str]:
+    """How two manifests differ, one line per file: what a conflicting version error shows."""
+    want = {e.path: e for e in expected}
+    have = {e.path: e for e in actual}
+    lines = []
+    for path in sorted(want.keys() | have.keys()):
+        a, b = want.get(path), have.get(path)
+        if a is None:
+            lines.append(f"{path}: only in the registry")
+        elif b is None:
+            lines.append(f"{path}: only in the staged model")
+        elif (a.size, a.sha256) != (b.size, b.sha256):
+            lines.append(f"{path}: staged {a.size} bytes sha256 {a.sha256[:12]}…, registry {b.size} bytes sha256 {b.sha256[:12]}…")
+    return lines
+
+
+class Registry:
+    """The registry's rules, written once over any `Store`."""
+
+    def __init__(self, store: Store, root: str, parallelism: int = 4, location: str | None = None):
+        if not root.startswith("/"):
+            raise ValueError(f"registry root {root!r} must be an absolute path")
+        self.store = store
+        self.root = root.rstrip("/") or "/"
+        self.parallelism = parallelism
+        self.location = location or root  # the root as the run was given it: hdfs:///… or a folder
+
+    @classmethod
+    def from_root(cls, registry_root: str, webhdfs_conn_id: str = "webhdfs_default", parallelism: int = 4) -> "Registry":
+        """`hdfs:///path` (the namenode comes from the WebHDFS connection), `file:///path` or `/path` (dev mode)."""
+        if registry_root.startswith("hdfs://"):
+            path = urlsplit(registry_root).path or "/"
+            return cls(WebHDFSStore.from_connection(webhdfs_conn_id), path, parallelism, registry_root)
+        path = registry_root.removeprefix("file://")
+        if not path.startswith("/"):
+            raise RegistryError(f"registry root {registry_root!r}: give hdfs:///<path> or an absolute local folder")
+        return cls(LocalStore(), path, parallelism, registry_root)
+
+    # -- where things are ------------------------------------------------------------------------------
+    def version_path(self, slug: str, version: str) -> str:
+        return posixpath.join(self.root, slug, version)
+
+    def pending_path(self, run_id: str) -> str:
+        return posixpath.join(self.root, PENDING_DIR, run_path_segment(run_id))
+
+    def published_manifest(self, slug: str, version: str) -> list[ManifestEntry] | None:
+        """The files of a published version, or None if the version is not there."""
+        path = posixpath.join(self.version_path(slug, version), MANIFEST_FILE)
+        if not self.store.exists(path):
+            if self.store.exists(self.version_path(slug, version)):
+                raise RegistryError(f"{self.store.url(self.version_path(slug, version))} exists without {MANIFEST_FILE}: not a registry version; move it away")
+            return None
+        with self.store.open_chunks(path) as chunks:
+            data = json.loads(b"".join(chunks))
+        return [ManifestEntry(**entry) for entry in data["files"]]
+
+    # -- fetch: upload to the pending area ---------------------------------------------------------------
+    def upload_pending(self, run_id: str, folder: Path, manifest: tuple[ManifestEntry, ...]) -> int:
+        """Upload the staged snapshot to the run's pending folder; returns bytes uploaded."""
+        pending = self.pending_path(run_id)
+        self.store.delete(pending)  # a retry starts clean
+        started = time.monotonic()
+        try:
+            with ThreadPoolExecutor(max_workers=self.parallelism) as pool:
+                list(pool.map(lambda e: self._upload_one(folder, pending, e), manifest))
+        except Exception as exc:
+            self.store.delete(pending)
+            raise RegistryError(f"upload of the staged model to {self.store.url(pending)} failed: {exc}") from exc
+        total = sum(e.size for e in manifest)
+        elapsed = max(time.monotonic() - started, 1e-6)
+        log.info("Uploaded %d files, %d bytes to %s in %.1f s (%.1f MiB/s)", len(manifest), total, self.store.url(pending), elapsed, total / elapsed / 2**20)
+        return total
+
+    def _upload_one(self, folder: Path, pending: str, entry: ManifestEntry) -> None:
+        with (folder / entry.path).open("rb") as handle:
+            self.store.write_file(posixpath.join(pending, entry.path), ProgressReader(handle, entry.size, entry.path), entry.size)
+
+    def discard_pending(self, run_id: str) -> bool:
+        return self.store.delete(self.pending_path(run_id))
+
+    # -- publish: verify and rename into place -------------------------------------------------------------
+    def verify(self, folder: str, manifest: tuple[ManifestEntry, ...]) -> None:
+        """Check that folder holds exactly the manifest's files, sizes and sha256, reading every byte back."""
+        found = self.store.list_files(folder)
+        found.pop(MANIFEST_FILE, None)
+        expected = {e.path: e.size for e in manifest}
+        if found != expected:
+            wrong = sorted(p for p in expected.keys() | found.keys() if expected.get(p) != found.get(p))
+            raise RegistryError(f"{self.store.url(folder)} does not match the manifest: {', '.join(wrong)}")
+
+        def check(entry: ManifestEntry) -> str | None:
+            digest = hashlib.sha256()
+            with self.store.open_chunks(posixpath.join(folder, entry.path)) as chunks:
+                for chunk in chunks:
+                    digest.update(chunk)
+            return None if digest.hexdigest() == entry.sha256 else entry.path
+
+        with ThreadPoolExecutor(max_workers=self.parallelism) as pool:
+            corrupt = [p for p in pool.map(check, manifest) if p]
+        if corrupt:
+            raise RegistryError(f"{self.store.url(folder)}: sha256 differs from the staged files for {', '.join(corrupt)}")
+
+    def already_published(self, model: ModelMetadata, manifest: tuple[ManifestEntry, ...], force: bool) -> bool:
+        """True when the version is in place with exactly this content; differing content raises unless force."""
+        published = self.published_manifest(model.slug, model.version)
+        if published is None:
+            return False
+        diff = differences(manifest, published)
+        if not diff:
+            return True
+        if not force:
+            raise RegistryConflictError(
+                f"{self.store.url(self.version_path(model.slug, model.version))} already holds {model.name} "
+                f"{model.version} with different content (bump model.version, or set force to replace it):\n  "
+                + "\n  ".join(diff)
+            )
+        return False
+
+    def publish(self, doc: DeploymentDocument, force: bool = False) -> RegistryInfo:
+        """Put the run's pending upload in place as the model version, or confirm the same version is there."""
+        target = self.version_path(doc.model.slug, doc.model.version)
+        pending = self.pending_path(doc.run_id)
+        if self.already_published(doc.model, doc.manifest, force):
+            log.info("%s already holds this exact content: nothing to publish", self.store.url(target))
+            self.store.delete(pending)
+            return self._info(target, uploaded=0)
+        if not self.store.is_dir(pending):
+            raise RegistryError(f"nothing to publish: {self.store.url(pending)} is missing; run the fetch step again")
+        self.verify(pending, doc.manifest)
+        self._write_manifest(pending, doc)
+        if self.store.exists(target):  # force, and the old content differs
+            self._replace(pending, target, doc.run_id)
+        else:
+            self._rename_into_place(pending, target)
+        self.verify(target, doc.manifest)
+        log.info("Published %s", self.store.url(target))
+        return self._info(target, uploaded=sum(e.size for e in doc.manifest))
+
+    def _info(self, target: str, uploaded: int) -> RegistryInfo:
+        return RegistryInfo(root=self.location, path=target, url=self.store.url(target), uploaded_bytes=uploaded)
+
+    def _write_manifest(self, folder: str, doc: DeploymentDocument) -> None:
+        manifest = {
+            "model": {"name": doc.model.name, "slug": doc.model.slug, "version": doc.model.version},
+            "files": [{"path": e.path, "size": e.size, "sha256": e.sha256} for e in doc.manifest],
+            "executable": doc.executable,
+            "source": {"location": doc.source.location, "kind": doc.source.kind, "revision": doc.source.revision},
+            "published_by": {"dag_id": doc.dag_id, "run_id": doc.run_id},
+            "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        data = json.dumps(manifest, indent=2).encode()
+        self.store.write_file(posixpath.join(folder, MANIFEST_FILE), io.BytesIO(data), len(data))
+
+    def _rename_into_place(self, src: str, dst: str) -> None:
+        """Rename src to dst and prove it: WebHDFS's rename onto an existing folder nests src inside it."""
+        self.store.makedirs(posixpath.dirname(dst))
+        if self.store.exists(dst):
+            raise RegistryError(f"{self.store.url(dst)} appeared while publishing; another run is publishing this version")
+        answered = self.store.rename(src, dst)
+        nested = posixpath.join(dst, posixpath.basename(src))
+        if self.store.exists(nested):
+            raise RegistryError(f"rename of {src} landed inside {self.store.url(dst)}, which another run created meanwhile")
+        if not answered or self.store.exists(src) or not self.store.exists(posixpath.join(dst, MANIFEST_FILE)):
+            raise RegistryError(f"rename of {self.store.url(src)} to {self.store.url(dst)} failed")
+
+    def _replace(self, pending: str, target: str, run_id: str) -> None:
+        """`force`: move the old version aside, rename the new one in, then drop the old (or restore it)."""
+        aside = posixpath.join(self.root, TRASH_DIR, run_path_segment(run_id))
+        self.store.makedirs(posixpath.dirname(aside))
+        self.store.delete(aside)
+        if not self.store.rename(target, aside):
+            raise RegistryError(f"could not move the old {self.store.url(target)} aside to replace it")
+        try:
+            self._rename_into_place(pending, target)
+        except RegistryError:
+            if not self.store.exists(target):
+                self.store.rename(aside, target)
+            raise
+        self.store.delete(aside)
+        log.warning("Replaced %s with different content (force)", self.store.url(target))
+
+    # -- deploy: bring an artifact to where the server reads it ------------------------------------------
+    def download(self, path: str, local: Path, sha256: str) -> None:
+        """Stream a registry file to local (atomically, via a temp name), checking its sha256."""
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(f".{local.name}.part")
+        digest = hashlib.sha256()
+        with self.store.open_chunks(path) as chunks, tmp.open("wb") as out:
+            for chunk in chunks:
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != sha256:
+            tmp.unlink()
+            raise RegistryError(f"{self.store.url(path)}: sha256 {digest.hexdigest()} is not the published {sha256}")
+        os.replace(tmp, local)

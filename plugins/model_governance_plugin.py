@@ -1,0 +1,7 @@
+"""Registers model-governance with Airflow (its operator links); the code lives in the `model_governance` package."""
+
+from airflow.plugins_manager import AirflowPlugin
+
+
+class ModelGovernancePlugin(AirflowPlugin):
+    name = "model_governance"
