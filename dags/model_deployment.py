@@ -95,6 +95,7 @@ with DAG(
         document=publish.output,
         mleap_conn_id="{{ params.mleap_conn_id }}",
         webhdfs_conn_id="{{ params.webhdfs_conn_id }}",
+        atlas_conn_id="{{ params.atlas_conn_id }}",  # where the previous deployment is looked up for a rollback
     )
     register = AtlasCreateModelEntityOperator(
         task_id="register_in_atlas",

@@ -2,6 +2,9 @@
 
 from airflow.plugins_manager import AirflowPlugin
 
+from model_governance.links import AtlasEntityLink
+
 
 class ModelGovernancePlugin(AirflowPlugin):
     name = "model_governance"
+    operator_extra_links = [AtlasEntityLink()]

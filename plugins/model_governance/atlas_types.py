@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 MODEL_TYPE = "model"
 TYPE_VERSION = "2.0"
+ARTIFACTS_RELATIONSHIP = "model_artifacts"
+DEPLOYED, SUPERSEDED, RETIRED = "deployed", "superseded", "retired"
 
 SEED_ATTRIBUTES = (
     "deploy.datetime",
@@ -51,6 +53,9 @@ ADDED_ATTRIBUTES: tuple[tuple[str, str], ...] = (
     ("registryUrl", "string"),
     ("dagId", "string"),
     ("dagRunId", "string"),
+    ("deployTarget", "string"),  # what one deployment replaces: the serving host (legacy) or host + model name
+    ("supersededBy", "string"),  # qualifiedName of the deployment that replaced this one at its target
+    ("artifactChecksums", "map<string,string>"),  # registry path -> sha256, for every archived file
 )
 
 
@@ -78,8 +83,34 @@ def model_typedef() -> dict[str, Any]:
     }
 
 
+def artifacts_relationshipdef() -> dict[str, Any]:
+    """model.artifacts <-> fs_path.modelDeployments: click from a deployment to its archived files."""
+    return {
+        "category": "RELATIONSHIP",
+        "name": ARTIFACTS_RELATIONSHIP,
+        "description": "The archived artifacts (registry folder, README, code, training data, serialized model) of a model deployment",
+        "typeVersion": "1.0",
+        "relationshipCategory": "ASSOCIATION",
+        "propagateTags": "NONE",
+        "endDef1": {"type": MODEL_TYPE, "name": "artifacts", "isContainer": False, "cardinality": "SET", "isLegacyAttribute": False},
+        "endDef2": {"type": "fs_path", "name": "modelDeployments", "isContainer": False, "cardinality": "SET", "isLegacyAttribute": False},
+    }
+
+
 def ensure_model_type(hook: Any) -> str:
     """Create the `model` type, or add what an older one lacks; returns "created", "upgraded" or "current"."""
+    result = _ensure_entity_def(hook)
+    if hook.get_typedef(ARTIFACTS_RELATIONSHIP) is None:
+        try:
+            hook.create_typedefs({"relationshipDefs": [artifacts_relationshipdef()]})
+        except AtlasError as exc:
+            if exc.status != 409:
+                raise
+        result = "created" if result == "created" else "upgraded"
+    return result
+
+
+def _ensure_entity_def(hook: Any) -> str:
     wanted = model_typedef()
     existing = hook.get_typedef(MODEL_TYPE)
     if existing is None:
@@ -115,7 +146,30 @@ def ensure_model_type(hook: Any) -> str:
     return "upgraded"
 
 
-def model_entity(doc: DeploymentDocument, status: str = "deployed") -> dict[str, Any]:
+def artifact_entities(doc: DeploymentDocument, cluster_name: str) -> list[dict[str, Any]]:
+    """The registry folder and every archived file, as Atlas's own `hdfs_path` (or `fs_path` in dev mode)."""
+    registry = doc.registry
+    assert registry is not None
+    on_hdfs = registry.url.startswith("hdfs://")
+    entities = []
+    for rel, size in [("", None)] + [(e.path, e.size) for e in doc.manifest]:
+        url = f"{registry.url}/{rel}" if rel else registry.url
+        path = f"{registry.path}/{rel}" if rel else registry.path
+        attributes: dict[str, Any] = {
+            "qualifiedName": f"{url}@{cluster_name}" if on_hdfs else url,
+            "name": rel or f"{doc.model.slug}/{doc.model.version}",
+            "path": url if on_hdfs else path,
+            "isFile": bool(rel),
+        }
+        if size is not None:
+            attributes["fileSize"] = size
+        if on_hdfs:
+            attributes["clusterName"] = cluster_name
+        entities.append({"typeName": "hdfs_path" if on_hdfs else "fs_path", "attributes": attributes})
+    return entities
+
+
+def model_entity(doc: DeploymentDocument, deploy_target: str, artifacts: list[dict[str, Any]] | None = None, status: str = DEPLOYED) -> dict[str, Any]:
     """The `model` entity for a deployed, archived model: every attribute from the deployment document."""
     if doc.deploy is None or doc.registry is None:
         raise ValueError("a model entity needs a deployment that is archived and serving")
@@ -151,5 +205,11 @@ def model_entity(doc: DeploymentDocument, status: str = "deployed") -> dict[str,
         "registryUrl": doc.registry.url,
         "dagId": doc.dag_id,
         "dagRunId": doc.run_id,
+        "deployTarget": deploy_target,
+        "artifactChecksums": {f"{doc.registry.path}/{e.path}": e.sha256 for e in doc.manifest},
     }
-    return {"typeName": MODEL_TYPE, "attributes": attributes}
+    entity: dict[str, Any] = {"typeName": MODEL_TYPE, "attributes": attributes}
+    if artifacts:
+        references = [{"typeName": a["typeName"], "uniqueAttributes": {"qualifiedName": a["attributes"]["qualifiedName"]}} for a in artifacts]
+        entity["relationshipAttributes"] = {"artifacts": references}
+    return entity

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import threading
@@ -30,6 +31,55 @@ def cmd_devstack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deployments(args: argparse.Namespace) -> int:
+    from model_governance.governance import list_deployments
+    from model_governance.hooks.atlas import AtlasHook
+
+    filters = {key: getattr(args, key) for key in ("owner", "lob", "name", "version", "host_type", "endpoint", "since", "until")}
+    filters["status"] = None if args.status == "all" else args.status
+    rows = list_deployments(AtlasHook(args.atlas_conn_id), limit=args.limit, **filters)
+    if args.json:
+        print(json.dumps(rows, indent=2, sort_keys=True))
+        return 0
+    columns = [("deploy.datetime", "DEPLOYED (UTC)"), ("qualifiedName", "DEPLOYMENT"), ("modelVersion", "VERSION"),
+               ("owner", "OWNER"), ("ownerLob", "LOB"), ("hostType", "HOST TYPE"), ("endpointUrl", "ENDPOINT"), ("deployStatus", "STATUS")]
+    print_table([[str(row.get(key, "")) for key, _ in columns] for row in rows], [title for _, title in columns])
+    if not rows:
+        print("no deployments match", file=sys.stderr)
+    return 0
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    from model_governance.governance import trace
+    from model_governance.hooks.atlas import AtlasHook
+
+    result = trace(AtlasHook(args.atlas_conn_id), args.deployment)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2, sort_keys=True))
+        return 0
+    d = result.deployment
+    print(f"{d['qualifiedName']}  ({d.get('deployStatus', 'deployed')}{', superseded by ' + d['supersededBy'] if d.get('supersededBy') else ''})")
+    for label, key in [("guid", "guid"), ("model", "model.name"), ("version", "model.version"), ("type", "model.type"),
+                       ("description", "model.description"), ("owner", "model.owner"), ("line of business", "model.owner.lob"),
+                       ("deployed", "deploy.datetime"), ("host type", "deploy.host.type"), ("endpoint", "deploy.host.detail"),
+                       ("serialized object", "deploy.obj.source"), ("registry", "model.registry.url"),
+                       ("source", "sourceLocation"), ("source revision", "sourceRevision"), ("deployed by", "dagRunId")]:
+        if d.get(key) not in (None, ""):
+            print(f"  {label + ':':<19}{d[key]}")
+    print("  artifacts:")
+    print_table([[a["role"], a["location"], a["sha256"]] for a in result.artifacts], ["ROLE", "LOCATION", "SHA256"], indent="    ")
+    if result.superseded:
+        print("  superseded:")
+        print_table([[s["qualifiedName"], s.get("deploy.datetime", "")] for s in result.superseded], ["DEPLOYMENT", "DEPLOYED (UTC)"], indent="    ")
+    return 0
+
+
+def print_table(rows: list[list[str]], header: list[str], indent: str = "") -> None:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    for row in [header, *rows]:
+        print(indent + "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
 def build_parser() -> argparse.ArgumentParser:
     from model_governance.devstack.launcher import DEFAULT_ATLAS_PORT, DEFAULT_MLEAP_PORT, DEFAULT_WEBHDFS_PORT
 
@@ -47,12 +97,49 @@ def build_parser() -> argparse.ArgumentParser:
     devstack.add_argument("--webhdfs-port", type=int, default=DEFAULT_WEBHDFS_PORT)
     devstack.add_argument("--verbose", action="store_true", help="log every request")
     devstack.set_defaults(func=cmd_devstack)
+
+    deployments = commands.add_parser(
+        "deployments",
+        help="list model deployments from Atlas, newest first",
+        description="List model deployments registered in Atlas, newest first. Filters combine with AND.",
+    )
+    deployments.add_argument("--owner")
+    deployments.add_argument("--lob", help="the owner's line of business")
+    deployments.add_argument("--name", help="the model's name (model.name)")
+    deployments.add_argument("--version")
+    deployments.add_argument("--host-type", dest="host_type", help="microservice or spark")
+    deployments.add_argument("--endpoint", help="the serving endpoint URL")
+    deployments.add_argument("--since", help="deployed at or after (ISO-8601, UTC if no zone)")
+    deployments.add_argument("--until", help="deployed at or before (ISO-8601, UTC if no zone)")
+    deployments.add_argument("--status", default="all", choices=["all", "deployed", "superseded", "retired"])
+    deployments.add_argument("--limit", type=int, default=100)
+    deployments.add_argument("--json", action="store_true", help="a JSON list, one object per deployment")
+    deployments.add_argument("--atlas-conn-id", default="atlas_default")
+    deployments.set_defaults(func=cmd_deployments)
+
+    trace = commands.add_parser(
+        "trace",
+        help="show one deployment: owner, project, artifacts with sha256, what it superseded",
+        description="Trace a deployment to its owner, README, code, training data and serialized object.",
+    )
+    trace.add_argument("deployment", help="a guid, a qualifiedName, or a name (the newest deployment of it)")
+    trace.add_argument("--json", action="store_true")
+    trace.add_argument("--atlas-conn-id", default="atlas_default")
+    trace.set_defaults(func=cmd_trace)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except Exception as exc:  # the service's own message, without a traceback, for operators
+        from airflow.sdk.exceptions import AirflowException
+
+        if not isinstance(exc, AirflowException):
+            raise
+        print(f"model-governance {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

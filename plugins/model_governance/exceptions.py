@@ -37,7 +37,15 @@ class RegistryError(ModelGovernanceError):
 
 
 class DeployError(ModelGovernanceError):
-    """The serving host did not load or serve the model."""
+    """The serving host could not be reached or did not serve the model."""
+
+
+class ModelLoadError(AirflowFailException):
+    """The serving host answered that it cannot load the model: asking again gives the same answer."""
+
+
+class ModelVerificationError(AirflowFailException):
+    """The model loaded but does not serve right (no schema, or its sample scoring failed); rolled back."""
 
 
 class AtlasError(ModelGovernanceError):

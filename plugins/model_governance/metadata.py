@@ -235,7 +235,10 @@ class DeployFacts:
     endpoint_url: str  # the seed's deploy.host.detail: http://<host:port>/<endpoint>
     serialized_object: str  # the model file's name, the seed's deploy.obj.source
     deployed_at: str  # ISO-8601 UTC
+    target: str  # what a later deployment replaces: the legacy server's host:port, or host:port/models/<name>
+    scoring_url: str  # where predictions are asked for
     input_schema: list[dict[str, Any]] = field(default_factory=list)
+    output_schema: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -250,8 +250,7 @@ class Registry:
             if self.store.exists(self.version_path(slug, version)):
                 raise RegistryError(f"{self.store.url(self.version_path(slug, version))} exists without {MANIFEST_FILE}: not a registry version; move it away")
             return None
-        with self.store.open_chunks(path) as chunks:
-            data = json.loads(b"".join(chunks))
+        data = json.loads(self.read_bytes(path))
         return [ManifestEntry(**entry) for entry in data["files"]]
 
     # -- fetch: upload to the pending area ---------------------------------------------------------------
@@ -378,6 +377,11 @@ class Registry:
             raise
         self.store.delete(aside)
         log.warning("Replaced %s with different content (force)", self.store.url(target))
+
+    def read_bytes(self, path: str) -> bytes:
+        """A small file (a manifest, a sample request) whole."""
+        with self.store.open_chunks(path) as chunks:
+            return b"".join(chunks)
 
     # -- deploy: bring an artifact to where the server reads it ------------------------------------------
     def download(self, path: str, local: Path, sha256: str) -> None:

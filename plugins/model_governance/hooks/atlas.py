@@ -50,6 +50,11 @@ class AtlasHook(BaseHook):
         conn = self.connection
         return f"{conn.schema or 'http'}://{conn.host}:{conn.port or 21000}"
 
+    @property
+    def cluster_name(self) -> str:
+        """Atlas's name for the Hadoop cluster (atlas.cluster.name), part of every hdfs_path's qualifiedName."""
+        return self.connection.extra_dejson.get("cluster_name", "primary")
+
     def entity_url(self, guid: str) -> str:
         """The entity's page in Atlas's web UI."""
         return f"{self.base_url}/index.html#!/detailPage/{guid}"
@@ -130,6 +135,43 @@ class AtlasHook(BaseHook):
 
     def search_basic(self, query: dict[str, Any]) -> dict[str, Any]:
         return self.call("POST", "/search/basic", query)
+
+    def search_all(self, query: dict[str, Any], page: int = 100) -> list[dict[str, Any]]:
+        """Every entity header a basic search finds, page by page."""
+        found: list[dict[str, Any]] = []
+        while True:
+            answer = self.search_basic({**query, "limit": page, "offset": len(found)})
+            entities = answer.get("entities") or []
+            found.extend(entities)
+            if len(entities) < page:
+                return found
+
+    def supersede(self, target: str, current: str) -> list[str]:
+        """Mark every other deployment still `deployed` at target as superseded by current; their qualifiedNames."""
+        from model_governance.atlas_types import DEPLOYED, MODEL_TYPE, SUPERSEDED
+
+        query = {
+            "typeName": MODEL_TYPE,
+            "excludeDeletedEntities": True,
+            "entityFilters": {
+                "condition": "AND",
+                "criterion": [
+                    {"attributeName": "deployTarget", "operator": "=", "attributeValue": target},
+                    {"attributeName": "deployStatus", "operator": "=", "attributeValue": DEPLOYED},
+                ],
+            },
+        }
+        replaced = []
+        for header in self.search_all(query):
+            qualified_name = header["attributes"]["qualifiedName"]
+            if qualified_name == current:
+                continue
+            # Re-post the whole entity with the new status: a bulk upsert of a subset could blank the rest.
+            entity = self.get_entity_by_guid(header["guid"])["entity"]
+            attributes = {**entity["attributes"], "deployStatus": SUPERSEDED, "supersededBy": current}
+            self.upsert_entities([{"typeName": MODEL_TYPE, "attributes": attributes}])
+            replaced.append(qualified_name)
+        return replaced
 
 
 def _atlas_error(exc: Any, method: str, path: str) -> AtlasError:

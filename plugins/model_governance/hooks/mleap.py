@@ -9,6 +9,7 @@ Connection extras:
 from __future__ import annotations
 
 import json
+import time
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import requests
 from airflow.sdk import BaseHook
 
-from model_governance.exceptions import DeployError
+from model_governance.exceptions import DeployError, ModelLoadError
 from model_governance.retry import TRANSIENT_STATUSES, TransientHTTPError, with_retries
 
 APIS = ("legacy", "spring-boot")
@@ -103,7 +104,7 @@ class MLeapServingHook(BaseHook):
         """`PUT /model {"path": …}`: the server reads the bundle from its own file system and swaps on success."""
         response = self.request("PUT", "/model", json={"path": server_path})
         if response.status_code != 200:
-            raise DeployError(
+            raise ModelLoadError(
                 f"MLeap serving at {self.base_url} did not load {server_path}: {response.status_code} "
                 f"{_text(response)} (is the bundle valid, and is {self.models_mount} mounted on the server?)"
             )
@@ -123,6 +124,65 @@ class MLeapServingHook(BaseHook):
         if response.status_code != 200:
             raise DeployError(f"POST {self.base_url}/transform answered {response.status_code} {_text(response)}")
         return response.json()
+
+    # -- the mleap-spring-boot API (named models, asynchronous load) ---------------------------------------
+    def submit_model(self, name: str, uri: str) -> None:
+        """`POST /models`: 202 means only that the load started; `wait_loaded` says whether it worked."""
+        body = {"modelName": name, "uri": uri, "config": {"memoryTimeout": 900000, "diskTimeout": 900000}, "force": False}
+        response = self.request("POST", "/models", json=body)
+        if response.status_code != 202:
+            raise ModelLoadError(
+                f"MLeap serving at {self.base_url} refused to load {uri} as {name!r}: {response.status_code} "
+                f"{_text(response) or '(empty body: a model of that name exists, or the request is malformed)'}"
+            )
+
+    def wait_loaded(self, name: str, timeout: float = 120.0, poll: float = 0.5) -> dict[str, Any]:
+        """Poll `GET /models/{name}/meta`, the real loaded signal, until it answers or `timeout` passes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining_ms = max(int((deadline - time.monotonic()) * 1000), 1)
+            response = self.request("GET", f"/models/{name}/meta", headers={"timeout": str(min(remaining_ms, 10000))})
+            if response.status_code == 200:
+                return response.json()
+            if response.status_code == 404:
+                raise ModelLoadError(f"MLeap serving at {self.base_url} dropped model {name!r}: its load failed")
+            if response.status_code == 500 and response.content.strip():
+                raise ModelLoadError(f"MLeap serving at {self.base_url} failed to load model {name!r}: {_text(response)}")
+            if response.status_code != 500:  # an empty 500 is the server's own ask timeout: still loading
+                raise DeployError(f"GET {self.base_url}/models/{name}/meta answered {response.status_code} {_text(response)}")
+            if time.monotonic() >= deadline:
+                raise DeployError(f"MLeap serving at {self.base_url} did not finish loading {name!r} within {timeout:.0f} s")
+            time.sleep(poll)
+
+    def get_model(self, name: str) -> dict[str, Any] | None:
+        """`GET /models/{name}`: the model as registered (with its uri), or None."""
+        response = self.request("GET", f"/models/{name}")
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise DeployError(f"GET {self.base_url}/models/{name} answered {response.status_code} {_text(response)}")
+        return response.json()
+
+    def unload_model(self, name: str) -> bool:
+        """`DELETE /models/{name}`; False when no such model was loaded."""
+        response = self.request("DELETE", f"/models/{name}", headers={"Content-Type": "application/json"})
+        if response.status_code == 404:
+            return False
+        if response.status_code != 200:
+            raise DeployError(f"DELETE {self.base_url}/models/{name} answered {response.status_code} {_text(response)}")
+        return True
+
+    def transform_named(self, name: str, frame: dict[str, Any]) -> dict[str, Any]:
+        """`POST /models/{name}/transform`; spring-boot reports scoring errors as 200 with STATUS_ERROR."""
+        response = self.request("POST", f"/models/{name}/transform", json=frame, headers={"Accept": "application/json"})
+        body = response.json() if response.content else {}
+        if response.status_code != 200 or body.get("status") == "STATUS_ERROR":
+            raise DeployError(f"scoring with {name!r} failed: {response.status_code} {body.get('error') or _text(response)}")
+        return body
+
+    def unload_legacy(self) -> None:
+        """`DELETE /model`: the legacy server then serves nothing."""
+        self.request("DELETE", "/model")
 
 
 def _text(response: requests.Response) -> str:

@@ -1,25 +1,38 @@
-"""Step 2b: deploy the archived serialized model to an MLeap serving microservice."""
+"""Step 2b: deploy the archived serialized model to MLeap serving, verify it, and roll back if it fails.
+
+A deployment never leaves the endpoint worse than it was:
+- legacy mleap-serving swaps models only on a successful load, so a failed load leaves the old model; a
+  model that loads but fails its sample scoring is replaced by the previous bundle again (its location
+  comes from Atlas: the deployment currently registered at this server);
+- mleap-spring-boot: the new bundle is loaded and scored under a temporary name first, then swapped in
+  under the endpoint's name and scored again; if that fails, the previous bundle is loaded back.
+"""
 
 from __future__ import annotations
 
+import json
 import posixpath
 from datetime import datetime, timezone
 from typing import Any, Sequence
+from urllib.parse import urlsplit
 
 from airflow.sdk import BaseOperator
 
 from model_governance.operators._args import as_document
 
+SAMPLE_REQUEST = "samples/leapframe.json"  # optional: a LeapFrame the deploy step scores to verify the model
+
 
 class MLeapDeployOperator(BaseOperator):
-    """Put the published bundle where the server reads it, load it, and confirm it serves.
+    """Put the published bundle where the server reads it, load it, confirm it serves, and score the sample.
 
     The bundle comes from the registry (the archived bytes, checked against the manifest's sha256), not
     from the staging source: what serves is exactly what was archived. Returns the deployment document
-    with the deploy facts added (host, endpoint, time in UTC, the model's input schema).
+    with the deploy facts added (host, endpoint, scoring URL, time in UTC, input and output schemas).
+    `atlas_conn_id` is where the previous deployment is looked up for a legacy rollback.
     """
 
-    template_fields: Sequence[str] = ("document", "mleap_conn_id", "webhdfs_conn_id")
+    template_fields: Sequence[str] = ("document", "mleap_conn_id", "webhdfs_conn_id", "atlas_conn_id")
     ui_color = "#e9f7ec"
 
     def __init__(
@@ -28,44 +41,182 @@ class MLeapDeployOperator(BaseOperator):
         document: Any,
         mleap_conn_id: str = "mleap_default",
         webhdfs_conn_id: str = "webhdfs_default",
+        atlas_conn_id: str | None = "atlas_default",
+        load_timeout: float = 120.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.document = document
         self.mleap_conn_id = mleap_conn_id
         self.webhdfs_conn_id = webhdfs_conn_id
+        self.atlas_conn_id = atlas_conn_id
+        self.load_timeout = load_timeout
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from model_governance.bundle import validate_mleap_bundle
         from model_governance.exceptions import DeployError
         from model_governance.hooks.mleap import MLeapServingHook
-        from model_governance.metadata import DeployFacts
         from model_governance.registry import Registry
 
         doc = as_document(self.document)
         if doc.registry is None:
             raise DeployError("the model is not archived yet: publish it to the registry before deploying")
         hook = MLeapServingHook(self.mleap_conn_id)
-        file_name = posixpath.basename(doc.executable)
-        # One folder per model version on the server's volume: an older version stays loadable for a rollback.
-        relative = posixpath.join(doc.model.slug, doc.model.version, file_name)
-        local = hook.models_dir / relative
         registry = Registry.from_root(doc.registry.root, self.webhdfs_conn_id)
-        registry.download(posixpath.join(doc.registry.path, doc.executable), local, doc.executable_entry.sha256)
-        validate_mleap_bundle(local)
-        server_path = f"{hook.models_mount}/{relative}"
-        self.log.info("Loading %s into MLeap serving at %s", server_path, hook.base_url)
-        hook.load_model(server_path)
-        schema = hook.model_schema()
-        if schema is None:
-            raise DeployError(f"MLeap serving at {hook.base_url} accepted {server_path} but serves no model")
-        facts = DeployFacts(
-            host_type="microservice",
+        bundle = self._deliver(hook, registry, doc.registry.path, doc.model.slug, doc.model.version, doc.executable, doc.executable_entry.sha256)
+        sample = self._sample(registry, doc)
+        if hook.api == "legacy":
+            facts = self._deploy_legacy(hook, registry, bundle, sample)
+        else:
+            facts = self._deploy_spring_boot(hook, bundle, doc.model.endpoint or doc.model.slug, doc.run_id, sample)
+        facts.update(
             host_port=hook.host_port,
             endpoint_url=f"{hook.base_url}/{doc.model.endpoint}",
-            serialized_object=file_name,
+            serialized_object=posixpath.basename(doc.executable),
             deployed_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            input_schema=list(schema.get("fields", [])),
         )
-        self.log.info("Serving %s at %s", doc.deploy_name, facts.endpoint_url)
-        return doc.with_deploy(facts).to_json()
+        from model_governance.metadata import DeployFacts
+
+        deploy = DeployFacts(host_type="microservice", **facts)
+        self.log.info("Serving %s at %s (scoring: %s)", doc.deploy_name, deploy.endpoint_url, deploy.scoring_url)
+        return doc.with_deploy(deploy).to_json()
+
+    # -- getting the bundle to the server -------------------------------------------------------------------
+    def _deliver(self, hook: Any, registry: Any, version_path: str, slug: str, version: str, executable: str, sha256: str) -> str:
+        """Copy the archived bundle into the server's models folder; the path as the server sees it."""
+        from model_governance.bundle import validate_mleap_bundle
+
+        # One folder per model version on the server's volume: older versions stay loadable for a rollback.
+        relative = posixpath.join(slug, version, posixpath.basename(executable))
+        local = hook.models_dir / relative
+        registry.download(posixpath.join(version_path, executable), local, sha256)
+        validate_mleap_bundle(local)
+        return f"{hook.models_mount}/{relative}"
+
+    def _sample(self, registry: Any, doc: Any) -> dict[str, Any] | None:
+        from model_governance.exceptions import BundleError
+
+        if not any(e.path == SAMPLE_REQUEST for e in doc.manifest):
+            self.log.info("No %s staged: the model is checked by its schema only", SAMPLE_REQUEST)
+            return None
+        raw = registry.read_bytes(posixpath.join(doc.registry.path, SAMPLE_REQUEST))
+        try:
+            frame = json.loads(raw)
+            assert isinstance(frame["schema"]["fields"], list) and isinstance(frame["rows"], list)
+        except (ValueError, KeyError, TypeError, AssertionError):
+            raise BundleError(f"{SAMPLE_REQUEST}: not a LeapFrame ({{\"schema\": {{\"fields\": [...]}}, \"rows\": [...]}})") from None
+        return frame
+
+    # -- legacy mleap-serving ---------------------------------------------------------------------------------
+    def _deploy_legacy(self, hook: Any, registry: Any, bundle: str, sample: dict[str, Any] | None) -> dict[str, Any]:
+        from model_governance.exceptions import ModelVerificationError
+
+        previous = self._previous_legacy_bundle(hook, registry)
+        self.log.info("Loading %s into MLeap serving at %s (previous: %s)", bundle, hook.base_url, previous or "none recorded")
+        hook.load_model(bundle)  # a failed load raises, and the server still serves the old model
+        try:
+            schema = hook.model_schema()
+            if schema is None:
+                raise ModelVerificationError(f"MLeap serving at {hook.base_url} accepted {bundle} but serves no model")
+            outputs = check_scoring(hook.transform(sample), sample, None) if sample else []
+        except Exception as exc:
+            self._rollback_legacy(hook, previous, exc)
+            raise
+        return {
+            "target": hook.host_port,  # the legacy server holds one model: any deployment there replaces it
+            "scoring_url": f"{hook.base_url}/transform",
+            "input_schema": list(schema.get("fields", [])),
+            "output_schema": outputs,
+        }
+
+    def _previous_legacy_bundle(self, hook: Any, registry: Any) -> str | None:
+        """The bundle of the deployment Atlas says is serving at this server, back in the models folder."""
+        if not self.atlas_conn_id:
+            return None
+        from model_governance.governance import list_deployments
+        from model_governance.hooks.atlas import AtlasHook
+        from model_governance.metadata import slugify
+        from model_governance.registry import Registry
+
+        current = list_deployments(AtlasHook(self.atlas_conn_id), limit=1, status="deployed", target=hook.host_port)
+        if not current:
+            return None
+        record = current[0]
+        version_path = urlsplit(record["registryUrl"]).path
+        executable = f"executable/{record['deploy.obj.source']}"
+        sha256 = (record.get("artifactChecksums") or {}).get(posixpath.join(version_path, executable))
+        if not sha256:
+            return None
+        on_hdfs = record["registryUrl"].startswith("hdfs://")
+        if on_hdfs != (registry.store.kind() == "hdfs"):  # the previous version lives in another kind of registry
+            registry = Registry.from_root("hdfs:///" if on_hdfs else "/", self.webhdfs_conn_id)
+        return self._deliver(hook, registry, version_path, slugify(record["modelName"]), record["modelVersion"], executable, sha256)
+
+    def _rollback_legacy(self, hook: Any, previous: str | None, cause: BaseException) -> None:
+        if previous:
+            self.log.error("Verification failed (%s): loading the previous bundle %s again", cause, previous)
+            hook.load_model(previous)
+        else:
+            self.log.error("Verification failed (%s): no previous deployment recorded; unloading the new model", cause)
+            hook.unload_legacy()
+
+    # -- mleap-spring-boot -------------------------------------------------------------------------------------
+    def _deploy_spring_boot(self, hook: Any, bundle: str, name: str, run_id: str, sample: dict[str, Any] | None) -> dict[str, Any]:
+        import hashlib
+
+        uri = f"file:{bundle}"
+        candidate = f"{name}-candidate-{hashlib.sha256(run_id.encode()).hexdigest()[:8]}"
+        hook.unload_model(candidate)  # left over by an interrupted attempt of this run
+        hook.submit_model(candidate, uri)
+        try:
+            meta = hook.wait_loaded(candidate, self.load_timeout)
+            expected = [f["name"] for f in meta.get("outputSchema", {}).get("fields", [])]
+            if sample:
+                check_scoring(hook.transform_named(candidate, sample), sample, expected)
+        finally:
+            hook.unload_model(candidate)
+        previous = hook.get_model(name)
+        previous_uri = previous.get("uri") if previous else None
+        if previous_uri == uri:
+            self.log.info("%r already serves %s: reloading it", name, uri)
+        # From this unload until the load below finishes, `name` answers 404: the swap's unserved window.
+        hook.unload_model(name)
+        try:
+            hook.submit_model(name, uri)
+            meta = hook.wait_loaded(name, self.load_timeout)
+            if sample:
+                check_scoring(hook.transform_named(name, sample), sample, expected)
+        except Exception as exc:
+            self.log.error("The swap failed (%s): restoring %s", exc, previous_uri or "nothing")
+            hook.unload_model(name)
+            if previous_uri:
+                hook.submit_model(name, previous_uri)
+                hook.wait_loaded(name, self.load_timeout)
+            raise
+        return {
+            "target": f"{hook.host_port}/models/{name}",
+            "scoring_url": f"{hook.base_url}/models/{name}/transform",
+            "input_schema": list(meta.get("inputSchema", {}).get("fields", [])),
+            "output_schema": list(meta.get("outputSchema", {}).get("fields", [])),
+        }
+
+
+def check_scoring(answer: dict[str, Any], sample: dict[str, Any], expected: list[str] | None) -> list[dict[str, Any]]:
+    """The answer must be a LeapFrame with a row per sample row and the expected output fields."""
+    from model_governance.exceptions import ModelVerificationError
+
+    try:
+        fields = answer["schema"]["fields"]
+        names = [f["name"] for f in fields]
+        rows = answer["rows"]
+    except (KeyError, TypeError):
+        raise ModelVerificationError(f"scoring the sample returned no LeapFrame: {json.dumps(answer)[:300]}") from None
+    if len(rows) != len(sample["rows"]):
+        raise ModelVerificationError(f"scoring {len(sample['rows'])} sample rows returned {len(rows)}")
+    inputs = {f["name"] for f in sample["schema"]["fields"]}
+    wanted = expected if expected is not None else []
+    missing = [name for name in wanted if name not in names]
+    if missing:
+        raise ModelVerificationError(f"scoring the sample returned no field(s) {', '.join(missing)}")
+    if not set(names) - inputs:
+        raise ModelVerificationError("scoring the sample added no output field to the LeapFrame")
+    return fields

@@ -1,0 +1,155 @@
+"""The registry's guarantees, on a local folder and on HDFS (the WebHDFS stand-in, through the real clients)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from model_governance.exceptions import RegistryConflictError, RegistryError
+from model_governance.metadata import DeploymentDocument
+from model_governance.registry import MANIFEST_FILE, Registry, run_path_segment
+from model_governance.staging import stage
+
+from tests.helpers import EXAMPLE_STAGING
+
+
+@pytest.fixture(params=["local", "hdfs"])
+def registry(request, tmp_path, monkeypatch):
+    if request.param == "local":
+        yield Registry.from_root(str(tmp_path / "registry"))
+        return
+    from model_governance.devstack.webhdfs import WebHDFSStandIn
+
+    with WebHDFSStandIn(tmp_path / "hdfs") as hdfs:
+        monkeypatch.setenv("AIRFLOW_CONN_WEBHDFS_DEFAULT", json.dumps({"conn_type": "webhdfs", "host": "127.0.0.1", "port": hdfs.port, "login": "hdfs"}))
+        yield Registry.from_root("hdfs:///model-registry")
+
+
+def staged_document(tmp_path, run_id="manual__2026-11-25T00:00:00+00:00", source=EXAMPLE_STAGING, name="work"):
+    work = tmp_path / name
+    work.mkdir(exist_ok=True)
+    staged = stage(str(source), work)
+    doc = DeploymentDocument(staged.metadata, staged.source, staged.manifest, staged.executable, "model_deployment", run_id)
+    return staged, doc
+
+
+def publish_run(registry, tmp_path, run_id, source=EXAMPLE_STAGING, force=False):
+    staged, doc = staged_document(tmp_path, run_id, source, name=run_path_segment(run_id))
+    uploaded = 0
+    if not registry.already_published(staged.metadata, staged.manifest, force):
+        uploaded = registry.upload_pending(run_id, staged.folder, staged.manifest)
+    return uploaded, registry.publish(doc, force=force), doc
+
+
+def test_publish_puts_every_file_in_place_with_a_manifest(registry, tmp_path):
+    uploaded, info, doc = publish_run(registry, tmp_path, "run-1")
+    assert uploaded == sum(e.size for e in doc.manifest) > 0
+    assert info.path == registry.version_path("rental-pricing-prediction", "1.1")
+    files = registry.store.list_files(info.path)
+    assert files.pop(MANIFEST_FILE) > 0
+    assert files == {e.path: e.size for e in doc.manifest}
+    registry.verify(info.path, doc.manifest)  # reads every byte back and checks sha256
+    assert registry.published_manifest("rental-pricing-prediction", "1.1") == list(doc.manifest)
+    with registry.store.open_chunks(f"{info.path}/{MANIFEST_FILE}") as chunks:
+        manifest = json.loads(b"".join(chunks))
+    assert manifest["source"]["revision"] == doc.source.revision
+    assert manifest["published_by"] == {"dag_id": "model_deployment", "run_id": "run-1"}
+    assert not registry.store.exists(registry.pending_path("run-1"))
+    assert info.url.startswith("hdfs://127.0.0.1:8020/model-registry/" if registry.store.kind() == "hdfs" else "file://")
+
+
+def test_rerun_with_same_content_uploads_nothing(registry, tmp_path):
+    publish_run(registry, tmp_path, "run-1")
+    uploaded, info, _ = publish_run(registry, tmp_path, "run-2")
+    assert uploaded == 0 and info.uploaded_bytes == 0
+    assert not registry.store.exists(registry.pending_path("run-2"))
+
+
+def test_conflicting_version_is_refused_and_names_the_files(registry, tmp_path):
+    publish_run(registry, tmp_path, "run-1")
+    changed = tmp_path / "changed"
+    shutil.copytree(EXAMPLE_STAGING, changed)
+    (changed / "README.md").write_text("a different README")
+    with pytest.raises(RegistryConflictError, match=r"different content.*\n  README.md: staged \d+ bytes"):
+        publish_run(registry, tmp_path, "run-2", source=changed)
+    assert not registry.store.exists(registry.pending_path("run-2"))
+
+
+def test_force_replaces_a_conflicting_version(registry, tmp_path):
+    publish_run(registry, tmp_path, "run-1")
+    changed = tmp_path / "changed"
+    shutil.copytree(EXAMPLE_STAGING, changed)
+    (changed / "README.md").write_text("a different README")
+    _, info, doc = publish_run(registry, tmp_path, "run-2", source=changed, force=True)
+    assert registry.published_manifest("rental-pricing-prediction", "1.1") == list(doc.manifest)
+    registry.verify(info.path, doc.manifest)
+    assert registry.store.list_files(registry.root).keys() >= {"rental-pricing-prediction/1.1/README.md"}
+    assert not any(path.startswith(".trash/") for path in registry.store.list_files(registry.root))
+
+
+def test_corrupted_upload_is_not_published(registry, tmp_path):
+    staged, doc = staged_document(tmp_path, "run-1")
+    registry.upload_pending("run-1", staged.folder, staged.manifest)
+    # the same size, other bytes: only the sha256 read-back can tell
+    readme = next(e for e in doc.manifest if e.path == "README.md")
+    import io
+
+    registry.store.write_file(f"{registry.pending_path('run-1')}/README.md", io.BytesIO(b"x" * readme.size), readme.size)
+    with pytest.raises(RegistryError, match="sha256 differs .* README.md"):
+        registry.publish(doc)
+    assert registry.published_manifest("rental-pricing-prediction", "1.1") is None
+    assert not registry.store.exists(registry.version_path("rental-pricing-prediction", "1.1"))
+
+
+def test_missing_file_in_upload_is_not_published(registry, tmp_path):
+    staged, doc = staged_document(tmp_path, "run-1")
+    registry.upload_pending("run-1", staged.folder, staged.manifest)
+    registry.store.delete(f"{registry.pending_path('run-1')}/code/train_model.py")
+    with pytest.raises(RegistryError, match="does not match the manifest: code/train_model.py"):
+        registry.publish(doc)
+    assert not registry.store.exists(registry.version_path("rental-pricing-prediction", "1.1"))
+
+
+def test_publish_without_upload_says_to_fetch_again(registry, tmp_path):
+    _, doc = staged_document(tmp_path, "run-1")
+    with pytest.raises(RegistryError, match="is missing; run the fetch step again"):
+        registry.publish(doc)
+
+
+def test_rename_onto_a_folder_that_appeared_is_caught(registry, tmp_path):
+    """WebHDFS RENAME onto an existing folder nests the source inside it and answers true: publish must notice."""
+    staged, doc = staged_document(tmp_path, "run-1")
+    registry.upload_pending("run-1", staged.folder, staged.manifest)
+    target = registry.version_path("rental-pricing-prediction", "1.1")
+    pending = registry.pending_path("run-1")
+    registry._write_manifest(pending, doc)
+    registry.store.makedirs(target)  # another writer got there between our check and our rename
+    with pytest.raises(RegistryError, match="appeared while publishing"):
+        registry._rename_into_place(pending, target)
+
+
+def test_download_checks_sha256(registry, tmp_path):
+    _, info, doc = publish_run(registry, tmp_path, "run-1")
+    entry = doc.executable_entry
+    local = tmp_path / "models" / "m.zip"
+    registry.download(f"{info.path}/{entry.path}", local, entry.sha256)
+    assert local.read_bytes() == (EXAMPLE_STAGING / entry.path).read_bytes()
+    with pytest.raises(RegistryError, match="is not the published"):
+        registry.download(f"{info.path}/{entry.path}", tmp_path / "other.zip", "0" * 64)
+    assert not (tmp_path / "other.zip").exists()
+
+
+def test_run_ids_become_safe_unique_segments():
+    a = run_path_segment("manual__2026-11-25T00:00:00.123+00:00")
+    b = run_path_segment("manual__2026-11-25T00_00_00.123_00_00")
+    assert ":" not in a and "+" not in a and "/" not in a
+    assert a != b
+
+
+def test_registry_root_forms(tmp_path):
+    assert Registry.from_root(f"file://{tmp_path}/r").root == f"{tmp_path}/r"
+    assert Registry.from_root(f"{tmp_path}/r").store.kind() == "local"
+    with pytest.raises(RegistryError, match="absolute"):
+        Registry.from_root("relative/registry")
