@@ -206,7 +206,7 @@ def test_document_round_trips_through_json():
         run_id="manual__1",
     )
     doc = doc.with_registry(RegistryInfo("hdfs:///r", "/r/n/1", "hdfs://nn:8020/r/n/1", 3))
-    doc = doc.with_deploy(DeployFacts("microservice", "h:1", "http://h:1/target", "m.zip", "2026-11-25T00:00:00+00:00", [{"name": "x", "type": "double"}]))
+    doc = doc.with_deploy(DeployFacts("microservice", "h:1", "http://h:1/target", "m.zip", "2026-11-25T00:00:00+00:00", "h:1", "http://h:1/transform", [{"name": "x", "type": "double"}]))
     again = DeploymentDocument.from_json(json.loads(json.dumps(doc.to_json())))
     assert again == doc
     assert again.qualified_name == "n-v1@h:1"
