@@ -23,7 +23,7 @@ from airflow.sdk import DAG, Param
 from model_governance.operators.atlas import AtlasCreateModelEntityOperator
 from model_governance.operators.fetch import FetchStagingOperator
 from model_governance.operators.mleap import MLeapDeployOperator
-from model_governance.operators.registry import DiscardPendingOperator, PublishToRegistryOperator
+from model_governance.operators.registry import CleanUpRunOperator, PublishToRegistryOperator
 
 with DAG(
     dag_id="model_deployment",
@@ -102,10 +102,11 @@ with DAG(
         document=deploy.output,
         atlas_conn_id="{{ params.atlas_conn_id }}",
     )
-    # Runs whatever happens to the upload: clearing push_to_registry re-runs fetch_staging with it.
-    discard_pending = DiscardPendingOperator(
-        task_id="discard_pending",
+    # Runs whatever happens: drops the pending upload and releases the model's deployment lock. Clearing
+    # a step re-runs fetch_staging (its setup) with it, which uploads nothing when the version is archived.
+    clean_up = CleanUpRunOperator(
+        task_id="clean_up",
         registry_root="{{ params.registry_root }}",
         webhdfs_conn_id="{{ params.webhdfs_conn_id }}",
     ).as_teardown(setups=fetch)
-    publish >> discard_pending
+    register >> clean_up

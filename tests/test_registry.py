@@ -153,3 +153,22 @@ def test_registry_root_forms(tmp_path):
     assert Registry.from_root(f"{tmp_path}/r").store.kind() == "local"
     with pytest.raises(RegistryError, match="absolute"):
         Registry.from_root("relative/registry")
+
+
+def test_one_deployment_of_a_model_at_a_time(registry):
+    registry.acquire_lock("m", "run-1")
+    registry.acquire_lock("m", "run-1")  # a retry of the same run goes on
+    with pytest.raises(RegistryError, match="m is being deployed by run run-1"):
+        registry.acquire_lock("m", "run-2", wait=0.3, poll=0.1)
+    registry.acquire_lock("other-model", "run-2", wait=0)  # other models are not held up
+    assert registry.release_locks("run-2") == ["other-model"]
+    assert registry.release_locks("run-1") == ["m"]
+    registry.acquire_lock("m", "run-2", wait=0)
+    assert registry.release_locks("run-2") == ["m"]
+
+
+def test_a_stale_lock_is_broken(registry):
+    registry.acquire_lock("m", "run-1")
+    registry.acquire_lock("m", "run-2", wait=0, stale_after=-1)
+    assert registry.release_locks("run-1") == []
+    assert registry.release_locks("run-2") == ["m"]

@@ -239,6 +239,7 @@ class DeployFacts:
     scoring_url: str  # where predictions are asked for
     input_schema: list[dict[str, Any]] = field(default_factory=list)
     output_schema: list[dict[str, Any]] = field(default_factory=list)
+    unchanged: bool = False  # already serving exactly this bundle: verified, left alone
 
 
 @dataclass(frozen=True)

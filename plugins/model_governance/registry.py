@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 MANIFEST_FILE = "MANIFEST.json"
 PENDING_DIR = ".pending"
 TRASH_DIR = ".trash"
+LOCKS_DIR = ".locks"
 CHUNK = 1024 * 1024
 PROGRESS_EVERY_BYTES = 256 * 1024 * 1024
 
@@ -48,6 +49,7 @@ class Store(Protocol):
     def makedirs(self, path: str) -> None: ...
     def list_files(self, folder: str) -> dict[str, int]: ...  # relative path -> size, recursive
     def write_file(self, path: str, stream: BinaryIO, size: int) -> None: ...  # parents made, overwrite
+    def create_exclusive(self, path: str, data: bytes) -> bool: ...  # atomically; False if it exists
     def open_chunks(self, path: str) -> Iterator[Iterator[bytes]]: ...  # context manager
     def rename(self, src: str, dst: str) -> bool: ...  # the service's own answer, unverified
     def delete(self, path: str) -> bool: ...  # recursive
@@ -80,6 +82,16 @@ class LocalStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         with target.open("wb") as out:
             shutil.copyfileobj(stream, out, CHUNK)
+
+    def create_exclusive(self, path: str, data: bytes) -> bool:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        return True
 
     @contextmanager
     def open_chunks(self, path: str) -> Iterator[Iterator[bytes]]:
@@ -151,6 +163,17 @@ class WebHDFSStore:
 
     def write_file(self, path: str, stream: BinaryIO, size: int) -> None:
         self.client.write(path, data=stream, overwrite=True)
+
+    def create_exclusive(self, path: str, data: bytes) -> bool:
+        from hdfs.util import HdfsError
+
+        try:
+            self.client.write(path, data=data, overwrite=False)  # the namenode refuses an existing file
+        except HdfsError as exc:
+            if "already exists" in str(exc) or "FileAlreadyExists" in str(exc):
+                return False
+            raise
+        return True
 
     @contextmanager
     def open_chunks(self, path: str) -> Iterator[Iterator[bytes]]:
@@ -276,6 +299,60 @@ class Registry:
 
     def discard_pending(self, run_id: str) -> bool:
         return self.store.delete(self.pending_path(run_id))
+
+    # -- one deployment of a model at a time -------------------------------------------------------------------
+    def lock_path(self, slug: str) -> str:
+        return posixpath.join(self.root, LOCKS_DIR, f"{slug}.lock")
+
+    def acquire_lock(self, slug: str, run_id: str, wait: float = 900.0, stale_after: float = 6 * 3600, poll: float = 5.0) -> None:
+        """Hold the model's deployment lock (a file created atomically in the registry, which every worker sees).
+
+        A run that already holds it (a retry) goes on; another run waits up to `wait` seconds; a lock older
+        than `stale_after` (a run whose clean-up never ran) is broken with a warning.
+        """
+        path = self.lock_path(slug)
+        claim = json.dumps({"run_id": run_id, "since": time.time()}).encode()
+        deadline = time.monotonic() + wait
+        while not self.store.create_exclusive(path, claim):
+            if time.monotonic() >= deadline + poll:
+                raise RegistryError(f"could not take the deployment lock {self.store.url(path)}")
+            holder = self._lock_holder(path)
+            if holder is None:
+                continue  # released between our two calls
+            if holder.get("run_id") == run_id:
+                return
+            age = time.time() - float(holder.get("since", 0))
+            if age > stale_after:
+                log.warning("Breaking the deployment lock of %s held by %s for %.0f s", slug, holder.get("run_id"), age)
+                self.store.delete(path)
+                continue
+            if time.monotonic() >= deadline:
+                raise RegistryError(f"{slug} is being deployed by run {holder.get('run_id')} (for {age:.0f} s); try again when it ends")
+            log.info("Waiting for run %s, which is deploying %s", holder.get("run_id"), slug)
+            time.sleep(poll)
+
+    def release_locks(self, run_id: str) -> list[str]:
+        """Release every model lock this run holds (the clean-up knows the run, not always the model)."""
+        folder = posixpath.join(self.root, LOCKS_DIR)
+        if not self.store.is_dir(folder):
+            return []
+        released = []
+        for name in self.store.list_files(folder):
+            path = posixpath.join(folder, name)
+            holder = self._lock_holder(path)
+            if holder is not None and holder.get("run_id") == run_id and self.store.delete(path):
+                released.append(name.removesuffix(".lock"))
+        return released
+
+    def _lock_holder(self, path: str) -> dict[str, Any] | None:
+        if not self.store.exists(path):
+            return None
+        try:
+            return json.loads(self.read_bytes(path))
+        except ValueError:
+            return {"run_id": "?", "since": 0}  # unreadable: treated as held, and broken once stale
+        except Exception:
+            return None  # gone between the two calls
 
     # -- publish: verify and rename into place -------------------------------------------------------------
     def verify(self, folder: str, manifest: tuple[ManifestEntry, ...]) -> None:

@@ -37,6 +37,11 @@ class AtlasCreateModelEntityOperator(BaseOperator):
         if doc.deploy is None or doc.registry is None:
             raise AtlasError("only a model that is archived and serving is registered: deploy it first")
         hook = AtlasHook(self.atlas_conn_id)
+        stored = hook.get_entity(MODEL_TYPE, doc.qualified_name) if doc.deploy.unchanged else None
+        if stored is not None:  # a redeploy found it serving already: the entity stays as it is
+            guid = stored["entity"]["guid"]
+            self.log.info("%s already serves as registered: Atlas entity %s left as it is", doc.qualified_name, guid)
+            return {"guid": guid, "qualifiedName": doc.qualified_name, "url": hook.entity_url(guid)}
         ensure_model_type(hook)
         # The files first: the entity refers to them by qualifiedName, so they must exist when it arrives.
         artifacts = artifact_entities(doc, hook.cluster_name)

@@ -60,6 +60,7 @@ class FetchStagingOperator(BaseOperator):
                 staged.metadata.name, staged.metadata.version, staged.source.location, staged.source.revision,
                 len(staged.manifest), sum(e.size for e in staged.manifest), staged.executable,
             )
+            registry.acquire_lock(staged.metadata.slug, context["run_id"])  # released by the clean-up task
             if self.host_type == "microservice":
                 bundle = validate_mleap_bundle(staged.folder / staged.executable)
                 self.log.info("MLeap bundle %s: %s format, MLeap %s", bundle.name, bundle.format, bundle.version)

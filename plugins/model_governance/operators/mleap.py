@@ -29,7 +29,8 @@ class MLeapDeployOperator(BaseOperator):
     The bundle comes from the registry (the archived bytes, checked against the manifest's sha256), not
     from the staging source: what serves is exactly what was archived. Returns the deployment document
     with the deploy facts added (host, endpoint, scoring URL, time in UTC, input and output schemas).
-    `atlas_conn_id` is where the previous deployment is looked up for a legacy rollback.
+    `atlas_conn_id` is where the previous deployment is looked up for a legacy rollback. With
+    `skip_current`, a model that already serves this exact bundle is verified (schema, sample) and left alone.
     """
 
     template_fields: Sequence[str] = ("document", "mleap_conn_id", "webhdfs_conn_id", "atlas_conn_id")
@@ -43,9 +44,11 @@ class MLeapDeployOperator(BaseOperator):
         webhdfs_conn_id: str = "webhdfs_default",
         atlas_conn_id: str | None = "atlas_default",
         load_timeout: float = 120.0,
+        skip_current: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.skip_current = skip_current
         self.document = document
         self.mleap_conn_id = mleap_conn_id
         self.webhdfs_conn_id = webhdfs_conn_id
@@ -55,6 +58,7 @@ class MLeapDeployOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         from model_governance.exceptions import DeployError
         from model_governance.hooks.mleap import MLeapServingHook
+        from model_governance.metadata import DeployFacts
         from model_governance.registry import Registry
 
         doc = as_document(self.document)
@@ -62,23 +66,66 @@ class MLeapDeployOperator(BaseOperator):
             raise DeployError("the model is not archived yet: publish it to the registry before deploying")
         hook = MLeapServingHook(self.mleap_conn_id)
         registry = Registry.from_root(doc.registry.root, self.webhdfs_conn_id)
+        name = doc.model.endpoint or doc.model.slug
+        # The legacy server holds one model, so any deployment there replaces it; spring-boot serves by name.
+        target = hook.host_port if hook.api == "legacy" else f"{hook.host_port}/models/{name}"
+        current = self._current_deployment(target)
         bundle = self._deliver(hook, registry, doc.registry.path, doc.model.slug, doc.model.version, doc.executable, doc.executable_entry.sha256)
         sample = self._sample(registry, doc)
-        if hook.api == "legacy":
-            facts = self._deploy_legacy(hook, registry, bundle, sample)
-        else:
-            facts = self._deploy_spring_boot(hook, bundle, doc.model.endpoint or doc.model.slug, doc.run_id, sample)
-        facts.update(
+        facts: dict[str, Any] | None = None
+        if self.skip_current and current and current.get("qualifiedName") == doc.model.qualified_name(hook.host_port) \
+                and current.get("serializedObjectSha256") == doc.executable_entry.sha256:
+            facts = self._verify_current(hook, name, bundle, sample)
+            if facts is not None:
+                facts.update(unchanged=True, deployed_at=current["deploy.datetime"])
+        if facts is None and hook.api == "legacy":
+            facts = self._deploy_legacy(hook, bundle, self._previous_bundle(hook, registry, current), sample)
+        elif facts is None:
+            facts = self._deploy_spring_boot(hook, bundle, name, doc.run_id, sample)
+        deploy = DeployFacts(
+            host_type="microservice",
             host_port=hook.host_port,
             endpoint_url=f"{hook.base_url}/{doc.model.endpoint}",
             serialized_object=posixpath.basename(doc.executable),
-            deployed_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            target=target,
+            **{"deployed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **facts},
         )
-        from model_governance.metadata import DeployFacts
-
-        deploy = DeployFacts(host_type="microservice", **facts)
-        self.log.info("Serving %s at %s (scoring: %s)", doc.deploy_name, deploy.endpoint_url, deploy.scoring_url)
+        self.log.info(
+            "%s %s at %s (scoring: %s)", "Already serving, verified:" if deploy.unchanged else "Serving",
+            doc.deploy_name, deploy.endpoint_url, deploy.scoring_url,
+        )
         return doc.with_deploy(deploy).to_json()
+
+    def _current_deployment(self, target: str) -> dict[str, Any] | None:
+        """What Atlas says serves at target now: the record a rollback or a redeploy check starts from."""
+        if not self.atlas_conn_id:
+            return None
+        from model_governance.governance import list_deployments
+        from model_governance.hooks.atlas import AtlasHook
+
+        found = list_deployments(AtlasHook(self.atlas_conn_id), limit=1, status="deployed", target=target)
+        return found[0] if found else None
+
+    def _verify_current(self, hook: Any, name: str, bundle: str, sample: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Facts for a model that already serves this bundle and passes its checks; None to deploy it again."""
+        try:
+            if hook.api == "legacy":
+                schema = hook.model_schema()
+                if schema is None:
+                    return None
+                outputs = check_scoring(hook.transform(sample), sample, None) if sample else []
+                return {"scoring_url": f"{hook.base_url}/transform", "input_schema": schema.get("fields", []), "output_schema": outputs}
+            model = hook.get_model(name)
+            if model is None or model.get("uri") != f"file:{bundle}":
+                return None
+            meta = hook.wait_loaded(name, self.load_timeout)
+            expected = [f["name"] for f in meta.get("outputSchema", {}).get("fields", [])]
+            if sample:
+                check_scoring(hook.transform_named(name, sample), sample, expected)
+            return {"scoring_url": f"{hook.base_url}/models/{name}/transform", "input_schema": meta.get("inputSchema", {}).get("fields", []), "output_schema": meta.get("outputSchema", {}).get("fields", [])}
+        except Exception as exc:  # whatever is wrong, a fresh deployment puts it right
+            self.log.warning("The current deployment does not verify (%s): deploying again", exc)
+            return None
 
     # -- getting the bundle to the server -------------------------------------------------------------------
     def _deliver(self, hook: Any, registry: Any, version_path: str, slug: str, version: str, executable: str, sha256: str) -> str:
@@ -107,10 +154,9 @@ class MLeapDeployOperator(BaseOperator):
         return frame
 
     # -- legacy mleap-serving ---------------------------------------------------------------------------------
-    def _deploy_legacy(self, hook: Any, registry: Any, bundle: str, sample: dict[str, Any] | None) -> dict[str, Any]:
+    def _deploy_legacy(self, hook: Any, bundle: str, previous: str | None, sample: dict[str, Any] | None) -> dict[str, Any]:
         from model_governance.exceptions import ModelVerificationError
 
-        previous = self._previous_legacy_bundle(hook, registry)
         self.log.info("Loading %s into MLeap serving at %s (previous: %s)", bundle, hook.base_url, previous or "none recorded")
         hook.load_model(bundle)  # a failed load raises, and the server still serves the old model
         try:
@@ -122,25 +168,18 @@ class MLeapDeployOperator(BaseOperator):
             self._rollback_legacy(hook, previous, exc)
             raise
         return {
-            "target": hook.host_port,  # the legacy server holds one model: any deployment there replaces it
             "scoring_url": f"{hook.base_url}/transform",
             "input_schema": list(schema.get("fields", [])),
             "output_schema": outputs,
         }
 
-    def _previous_legacy_bundle(self, hook: Any, registry: Any) -> str | None:
-        """The bundle of the deployment Atlas says is serving at this server, back in the models folder."""
-        if not self.atlas_conn_id:
+    def _previous_bundle(self, hook: Any, registry: Any, record: dict[str, Any] | None) -> str | None:
+        """The bundle of the deployment Atlas says serves here, put back in the models folder for a rollback."""
+        if record is None:
             return None
-        from model_governance.governance import list_deployments
-        from model_governance.hooks.atlas import AtlasHook
         from model_governance.metadata import slugify
         from model_governance.registry import Registry
 
-        current = list_deployments(AtlasHook(self.atlas_conn_id), limit=1, status="deployed", target=hook.host_port)
-        if not current:
-            return None
-        record = current[0]
         version_path = urlsplit(record["registryUrl"]).path
         executable = f"executable/{record['deploy.obj.source']}"
         sha256 = (record.get("artifactChecksums") or {}).get(posixpath.join(version_path, executable))
@@ -193,7 +232,6 @@ class MLeapDeployOperator(BaseOperator):
                 hook.wait_loaded(name, self.load_timeout)
             raise
         return {
-            "target": f"{hook.host_port}/models/{name}",
             "scoring_url": f"{hook.base_url}/models/{name}/transform",
             "input_schema": list(meta.get("inputSchema", {}).get("fields", [])),
             "output_schema": list(meta.get("outputSchema", {}).get("fields", [])),

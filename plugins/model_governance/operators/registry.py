@@ -43,8 +43,8 @@ class PublishToRegistryOperator(BaseOperator):
         return doc.with_registry(info).to_json()
 
 
-class DiscardPendingOperator(BaseOperator):
-    """Teardown: remove the run's pending upload, whatever happened (a published run has none left)."""
+class CleanUpRunOperator(BaseOperator):
+    """Teardown: remove the run's pending upload and release its model lock, whatever happened."""
 
     template_fields: Sequence[str] = ("registry_root", "webhdfs_conn_id")
     ui_color = "#eeeeee"
@@ -60,3 +60,5 @@ class DiscardPendingOperator(BaseOperator):
         registry = Registry.from_root(self.registry_root, self.webhdfs_conn_id)
         if registry.discard_pending(context["run_id"]):
             self.log.info("Removed %s", registry.store.url(registry.pending_path(context["run_id"])))
+        for slug in registry.release_locks(context["run_id"]):
+            self.log.info("Released the deployment lock of %s", slug)

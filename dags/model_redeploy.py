@@ -1,0 +1,71 @@
+"""
+### Redeploy every model of a manifest, on a schedule
+
+For each model listed in the manifest, the same four steps as `model_deployment` run in a mapped task
+group (one group per model, in parallel). A model that already serves exactly its archived bundle is
+verified (schema, sample scoring) and left alone: nothing is uploaded, loaded or re-registered.
+
+The manifest is the Airflow Variable `model_redeploy_manifest` (JSON) when it exists, else the JSON or
+YAML file named by `$MODEL_GOVERNANCE_REDEPLOY_MANIFEST` (see `examples/redeploy.yaml`):
+
+```yaml
+defaults:                     # optional: values every model takes unless it sets its own
+  registry_root: hdfs:///model-registry
+models:
+  - staging: rental-pricing-prediction
+  - staging: git+https://git.example.com/pricing/churn-model.git@v2.0
+    mleap_conn_id: mleap_churn
+```
+
+Two deployments of one model never run at once, here or in `model_deployment`: each holds the model's
+lock in the registry from fetch to clean-up.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+from airflow.sdk import DAG, task, task_group
+
+from model_governance.operators.atlas import AtlasCreateModelEntityOperator
+from model_governance.operators.fetch import FetchStagingOperator
+from model_governance.operators.mleap import MLeapDeployOperator
+from model_governance.operators.registry import CleanUpRunOperator, PublishToRegistryOperator
+
+with DAG(
+    dag_id="model_redeploy",
+    description="Redeploy the models of a manifest; models already serving their archived bundle are verified and left alone",
+    schedule=os.environ.get("MODEL_GOVERNANCE_REDEPLOY_SCHEDULE", "0 3 * * *"),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["model-governance"],
+    render_template_as_native_obj=True,
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=20), "retry_exponential_backoff": 2.0},
+) as dag:
+
+    @task
+    def read_manifest() -> list[dict[str, str]]:
+        """The manifest's models, each completed with the defaults: one mapped group per entry."""
+        from model_governance.redeploy import load_manifest
+
+        return load_manifest()
+
+    @task_group
+    def redeploy(staging: str, registry_root: str, mleap_conn_id: str, webhdfs_conn_id: str, atlas_conn_id: str):
+        fetch = FetchStagingOperator(task_id="fetch_staging", staging=staging, registry_root=registry_root, webhdfs_conn_id=webhdfs_conn_id)
+        publish = PublishToRegistryOperator(task_id="push_to_registry", document=fetch.output, registry_root=registry_root, webhdfs_conn_id=webhdfs_conn_id)
+        deploy = MLeapDeployOperator(
+            task_id="deploy_model",
+            document=publish.output,
+            mleap_conn_id=mleap_conn_id,
+            webhdfs_conn_id=webhdfs_conn_id,
+            atlas_conn_id=atlas_conn_id,
+            skip_current=True,
+        )
+        register = AtlasCreateModelEntityOperator(task_id="register_in_atlas", document=deploy.output, atlas_conn_id=atlas_conn_id)
+        clean_up = CleanUpRunOperator(task_id="clean_up", registry_root=registry_root, webhdfs_conn_id=webhdfs_conn_id).as_teardown(setups=fetch)
+        register >> clean_up
+
+    redeploy.expand_kwargs(read_manifest())

@@ -1,0 +1,183 @@
+"""A real Airflow for tests: api-server, scheduler, dag-processor (and Celery workers) on PostgreSQL.
+
+Every component runs in its own process group and is stopped by group, so the executor's forked workers
+go with it; the PostgreSQL database is made for the stack and dropped after it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from tests.helpers import DAGS, PLUGINS
+
+BIN = Path(sys.executable).parent
+POSTGRES = "postgresql+psycopg2://postgres@127.0.0.1:5432"
+USER, PASSWORD = "admin", "admin-" + secrets.token_hex(4)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def psql(sql: str) -> None:
+    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-qc", sql], check=True, capture_output=True)
+
+
+class AirflowStack:
+    def __init__(self, home: Path, env: dict[str, str], executor: str = "LocalExecutor", workers: int = 0):
+        self.home = home
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.database = f"mg_test_{secrets.token_hex(4)}"
+        self.executor = executor
+        self.workers = workers
+        self.processes: list[tuple[str, subprocess.Popen]] = []
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "passwords.json").write_text(json.dumps({USER: PASSWORD}))
+        self.env = {
+            **os.environ,
+            **env,
+            "PATH": f"{BIN}:{os.environ['PATH']}",
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": executor,
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
+            "AIRFLOW__CORE__FERNET_KEY": "",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"{POSTGRES}/{self.database}",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__BASE_URL": self.url,
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5",
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+        }
+        for key in ("AIRFLOW__CORE__UNIT_TEST_MODE",):
+            self.env.pop(key, None)
+
+    # -- processes -----------------------------------------------------------------------------------------
+    def spawn(self, name: str, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen:
+        log = (self.home / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            [str(BIN / "airflow"), *args], env={**self.env, **(env or {})}, cwd=cwd or self.home,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,  # its own process group
+        )
+        self.processes.append((name, process))
+        return process
+
+    def start(self) -> "AirflowStack":
+        psql(f"CREATE DATABASE {self.database}")
+        try:
+            subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=self.env, cwd=self.home, check=True, capture_output=True)
+            self.spawn("api-server", "api-server")
+            self.spawn("scheduler", "scheduler")
+            self.spawn("dag-processor", "dag-processor")
+            for index in range(self.workers):
+                folder = self.home / f"worker-{index}"
+                folder.mkdir(exist_ok=True)
+                # each worker in its own working folder and temp folder, with its own log server port
+                self.spawn(
+                    f"worker-{index}", "celery", "worker", "--concurrency", "2", "--hostname", f"worker{index}@%h",
+                    env={"TMPDIR": str(folder), "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())}, cwd=folder,
+                )
+            self.wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for _, process in self.processes:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 20
+        for _, process in self.processes:
+            try:
+                process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                pass
+            try:  # whatever is left of the group, children included
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait()
+        self.processes.clear()
+        psql(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
+
+    def __enter__(self) -> "AirflowStack":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n" + p.read_text(errors="replace")[-4000:] for p in sorted(self.home.glob("*.log")))
+
+    # -- REST API ------------------------------------------------------------------------------------------
+    def wait_healthy(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, process in self.processes:
+                if process.poll() is not None:
+                    raise RuntimeError(f"airflow {name} exited with {process.returncode}\n{self.logs()}")
+            try:
+                health = requests.get(f"{self.url}/api/v2/monitor/health", timeout=2).json()
+                if health.get("scheduler", {}).get("status") == "healthy" and health.get("dag_processor", {}).get("status") == "healthy":
+                    return
+            except (requests.RequestException, ValueError):
+                pass
+            time.sleep(1)
+        raise TimeoutError(f"Airflow did not become healthy in {timeout} s\n{self.logs()}")
+
+    def token(self) -> str:
+        answer = requests.post(f"{self.url}/auth/token", json={"username": USER, "password": PASSWORD}, timeout=10)
+        answer.raise_for_status()
+        return answer.json()["access_token"]
+
+    def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        headers = {"Authorization": f"Bearer {self.token()}"}
+        return requests.request(method, f"{self.url}/api/v2{path}", headers=headers, timeout=30, **kwargs)
+
+    def wait_dag(self, dag_id: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.api("GET", f"/dags/{dag_id}").status_code == 200:
+                return
+            time.sleep(1)
+        raise TimeoutError(f"DAG {dag_id} was not parsed in {timeout} s\n{self.logs()}")
+
+    def wait_run(self, dag_id: str, run_id: str, timeout: float = 300) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}").json()
+            if run.get("state") in ("success", "failed"):
+                return run
+            time.sleep(1)
+        raise TimeoutError(f"run {run_id} did not finish in {timeout} s\n{self.logs()}")
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
+        answer = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances").json()
+        return {f"{ti['task_id']}[{ti['map_index']}]" if ti["map_index"] >= 0 else ti["task_id"]: ti["state"] for ti in answer["task_instances"]}

@@ -1,0 +1,176 @@
+"""The real DAG, run with `dag.test()` against the stand-ins over HTTP, checked through each service's API."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import zipfile
+
+import pytest
+import requests
+
+from tests.helpers import DAGS, EXAMPLE_STAGING
+
+TASKS = ["fetch_staging", "push_to_registry", "deploy_model", "register_in_atlas"]
+
+
+@pytest.fixture(scope="module")
+def dag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS))
+    assert bag.import_errors == {}
+    return bag.dags["model_deployment"]
+
+
+def test_dagbag_has_the_four_steps_in_order(dag):
+    assert dag.params["staging"] == "rental-pricing-prediction"
+    for upstream, downstream in zip(TASKS, TASKS[1:]):
+        assert dag.get_task(upstream).downstream_task_ids >= {downstream}
+        assert dag.get_task(downstream).upstream_task_ids == {upstream}
+    teardown = dag.get_task("clean_up")
+    assert teardown.is_teardown and teardown.upstream_task_ids == {"fetch_staging", "register_in_atlas"}
+    for task_id in ("fetch_staging", "push_to_registry", "deploy_model", "register_in_atlas", "clean_up"):
+        assert dag.get_task(task_id).template_fields, task_id
+
+
+def run(dag, **conf):
+    dr = dag.test(run_conf=conf)
+    states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
+    return dr, states
+
+
+def atlas_get(devstack, path, **params):
+    conn = devstack.connections["atlas_default"]
+    return requests.get(
+        f"http://{conn['host']}:{conn['port']}/api/atlas/v2{path}", params=params, auth=(conn["login"], conn["password"]), timeout=10
+    )
+
+
+def hdfs_client(devstack):
+    from hdfs import InsecureClient
+
+    conn = devstack.connections["webhdfs_default"]
+    return InsecureClient(f"http://{conn['host']}:{conn['port']}", user="hdfs")
+
+
+def mleap_url(devstack):
+    conn = devstack.connections["mleap_default"]
+    return f"http://{conn['host']}:{conn['port']}"
+
+
+def test_deploys_archives_and_registers_the_example(dag, airflow_db, devstack):
+    dr, states = run(dag, staging=str(EXAMPLE_STAGING))
+    assert dr.state == "success", states
+    assert states == {**dict.fromkeys(TASKS, "success"), "clean_up": "success"}
+
+    # serving: the model is loaded and answers with its schema
+    schema = requests.get(f"{mleap_url(devstack)}/model", timeout=10)
+    assert schema.status_code == 200
+    assert {f["name"] for f in schema.json()["fields"]} >= {"bathrooms", "square_feet", "room_type", "state"}
+
+    # registry: every staged file, byte for byte, plus the manifest; no pending upload left
+    client = hdfs_client(devstack)
+    version = "/model-registry/rental-pricing-prediction/1.1"
+    staged = sorted(p for p in EXAMPLE_STAGING.rglob("*") if p.is_file())
+    for path in staged:
+        rel = path.relative_to(EXAMPLE_STAGING).as_posix()
+        with client.read(f"{version}/{rel}") as reader:
+            assert hashlib.sha256(reader.read()).hexdigest() == hashlib.sha256(path.read_bytes()).hexdigest(), rel
+    with client.read(f"{version}/MANIFEST.json") as reader:
+        manifest = json.load(reader)
+    assert len(manifest["files"]) == len(staged)
+    assert client.list("/model-registry/.pending") == []
+
+    # Atlas: the entity, read back through Atlas's API, with every attribute from the metadata
+    host_port = f"127.0.0.1:{devstack.connections['mleap_default']['port']}"
+    qualified_name = f"rental-pricing-prediction-v1.1@{host_port}"
+    answer = atlas_get(devstack, "/entity/uniqueAttribute/type/model", **{"attr:qualifiedName": qualified_name})
+    assert answer.status_code == 200, answer.text
+    entity = answer.json()["entity"]
+    attrs = entity["attributes"]
+    assert entity["typeName"] == "model" and entity["status"] == "ACTIVE"
+    expected = {
+        "qualifiedName": qualified_name,
+        "name": "rental pricing prediction v1.1",
+        "deploy.host.type": "microservice",
+        "deploy.host.detail": f"http://{host_port}/target",
+        "deploy.obj.source": "airbnb.model.lr.zip",
+        "model.name": "rental pricing prediction",
+        "model.version": "1.1",
+        "model.type": "linear regression",
+        "model.description": "model predicts monthly price of rental if property is purchased",
+        "model.owner": "Greg Keys",
+        "model.owner.lob": "pricing",
+        "model.registry.url": f"hdfs://127.0.0.1:8020{version}",
+        "owner": "Greg Keys",
+        "deployStatus": "deployed",
+        "dagId": "model_deployment",
+        "dagRunId": dr.run_id,
+        "serializedObjectSha256": hashlib.sha256((EXAMPLE_STAGING / "executable/airbnb.model.lr.zip").read_bytes()).hexdigest(),
+    }
+    assert {key: attrs.get(key) for key in expected} == expected
+    # ISO-8601 in UTC, not the seed's local 'yyyy-MM-dd_HH:mm:ssEST'
+    assert attrs["deploy.datetime"].endswith("+00:00")
+    assert attrs["deployTime"] > 0
+
+    # XCom carries the document as plain JSON, and no secret
+    xcom = dr.get_task_instance("deploy_model").xcom_pull(task_ids="deploy_model")
+    assert xcom["deploy"]["endpoint_url"] == f"http://{host_port}/target"
+    assert devstack.connections["atlas_default"]["password"] not in json.dumps(xcom)
+
+
+def test_rerun_changes_nothing_and_leaves_one_entity(dag, airflow_db, devstack):
+    first, _ = run(dag, staging=str(EXAMPLE_STAGING))
+    second, states = run(dag, staging=str(EXAMPLE_STAGING))
+    assert second.state == "success", states
+    doc = second.get_task_instance("push_to_registry").xcom_pull(task_ids="push_to_registry")
+    assert doc["registry"]["uploaded_bytes"] == 0
+    conn = devstack.connections["atlas_default"]
+    found = requests.post(
+        f"http://{conn['host']}:{conn['port']}/api/atlas/v2/search/basic",
+        json={"typeName": "model", "excludeDeletedEntities": True, "limit": 100},
+        auth=(conn["login"], conn["password"]),
+        timeout=10,
+    ).json()
+    assert len(found["entities"]) == 1
+
+
+def test_failed_deploy_creates_no_atlas_entity(dag, airflow_db, devstack, tmp_path):
+    """A bundle that passes our checks but that MLeap cannot load: the run fails, nothing registered."""
+    staged = tmp_path / "broken-model"
+    shutil.copytree(EXAMPLE_STAGING, staged)
+    (staged / "modelMetadata.txt").write_text(
+        (staged / "modelMetadata.txt").read_text().replace("rental pricing prediction", "broken model")
+    )
+    bundle = staged / "executable" / "airbnb.model.lr.zip"
+    with zipfile.ZipFile(EXAMPLE_STAGING / "executable/airbnb.model.lr.zip") as src, zipfile.ZipFile(bundle, "w") as dst:
+        for item in src.infolist():
+            if "/linear_regression.node/" not in item.filename:  # the pipeline names a node that is gone
+                dst.writestr(item, src.read(item))
+    dr, states = run(dag, staging=str(staged))
+    assert dr.state == "failed"
+    assert states["deploy_model"] == "failed"
+    assert states["register_in_atlas"] == "upstream_failed"
+    conn = devstack.connections["atlas_default"]
+    found = requests.post(
+        f"http://{conn['host']}:{conn['port']}/api/atlas/v2/search/basic",
+        json={"typeName": "model", "excludeDeletedEntities": True},
+        auth=(conn["login"], conn["password"]),
+        timeout=10,
+    ).json()
+    assert "entities" not in found, found
+
+
+def test_bad_metadata_fails_before_anything_happens(dag, airflow_db, devstack, tmp_path):
+    staged = tmp_path / "no-version"
+    shutil.copytree(EXAMPLE_STAGING, staged)
+    text = (staged / "modelMetadata.txt").read_text()
+    (staged / "modelMetadata.txt").write_text("\n".join(l for l in text.splitlines() if not l.startswith("model.version")))
+    dr, states = run(dag, staging=str(staged))
+    assert dr.state == "failed"
+    assert states["fetch_staging"] == "failed"
+    assert {states[t] for t in TASKS[1:]} == {"upstream_failed"}
+    assert hdfs_client(devstack).status("/model-registry", strict=False) is None or hdfs_client(devstack).list("/model-registry/.pending") == []
+    assert requests.get(f"{mleap_url(devstack)}/model", timeout=10).status_code == 500  # nothing loaded
