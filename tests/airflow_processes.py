@@ -73,6 +73,8 @@ class AirflowStack:
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
         }
+        if executor == "CeleryExecutor":  # Celery's results live in the stack's own PostgreSQL database
+            self.env.setdefault("AIRFLOW__CELERY__RESULT_BACKEND", f"db+{POSTGRES}/{self.database}")
         for key in ("AIRFLOW__CORE__UNIT_TEST_MODE",):
             self.env.pop(key, None)
 

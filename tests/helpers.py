@@ -8,3 +8,20 @@ PROJECT = Path(__file__).resolve().parents[1]
 EXAMPLE_STAGING = PROJECT / "examples" / "staging" / "rental-pricing-prediction"
 DAGS = PROJECT / "dags"
 PLUGINS = PROJECT / "plugins"
+
+
+def stage_variant(folder: Path, name: str = "rental pricing prediction", version: str = "1.1", **keys: str) -> Path:
+    """A copy of the example staged model under `folder` with its metadata changed (`owner_lob="x"` sets
+    `model.owner.lob`); the bundle, code and data stay the example's."""
+    import shutil
+
+    staged = folder / f"{name}-{version}".replace(" ", "-")
+    shutil.copytree(EXAMPLE_STAGING, staged)
+    values = {"model.name": name, "model.version": version, **{"model." + k.replace("_", "."): v for k, v in keys.items()}}
+    lines = []
+    for line in (staged / "modelMetadata.txt").read_text().splitlines():
+        key = line.split("=", 1)[0].strip()
+        lines.append(f"{key} = {values.pop(key)}" if key in values else line)
+    lines += [f"{k} = {v}" for k, v in values.items()]
+    (staged / "modelMetadata.txt").write_text("\n".join(lines) + "\n")
+    return staged

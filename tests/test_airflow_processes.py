@@ -88,3 +88,72 @@ def test_scheduled_redeploy_maps_models_and_leaves_current_ones_alone(devstack, 
         # the second run found the model current: verified and left alone, still registered by the first run
         assert deploy["value"]["deploy"]["unchanged"] is True
         assert entities[0]["attributes"]["dagRunId"] == first["dag_run_id"]
+
+
+def test_trigger_form_in_the_ui_deploys(devstack, tmp_path):
+    """Headless Chromium opens the DAG's trigger form, fills the staged model, triggers; the run succeeds."""
+    from playwright.sync_api import sync_playwright
+
+    env = {**devstack.env(), "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True"}
+    with AirflowStack(tmp_path / "airflow", env) as airflow, sync_playwright() as playwright:
+        airflow.wait_dag("model_deployment")
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{airflow.url}/dags/model_deployment")
+            page.get_by_role("button", name="Trigger").first.click()
+            dialog = page.get_by_role("dialog")
+            # every parameter shows its title and description, with its default filled in
+            for title in ("Staged model", "Model registry root", "Host type", "Replace a conflicting registry version",
+                          "MLeap serving connection", "WebHDFS connection", "Atlas connection"):
+                assert dialog.get_by_text(title, exact=True).count() == 1, title
+            assert dialog.locator("#element_staging").input_value() == "rental-pricing-prediction"
+            assert dialog.locator("#element_registry_root").input_value() == "hdfs:///model-registry"
+            dialog.locator("#element_staging").fill(str(EXAMPLE_STAGING))
+            dialog.get_by_role("button", name="Trigger").click()
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(tmp_path / "triggered.png"))
+        finally:
+            browser.close()
+        runs = airflow.api("GET", "/dags/model_deployment/dagRuns").json()["dag_runs"]
+        assert len(runs) == 1 and runs[0]["conf"]["staging"] == str(EXAMPLE_STAGING)
+        run = airflow.wait_run("model_deployment", runs[0]["dag_run_id"])
+        assert run["state"] == "success", airflow.task_states("model_deployment", run["dag_run_id"])
+        assert len(atlas_entities(devstack, dagRunId=run["dag_run_id"])) == 1
+
+
+def test_celery_workers_with_separate_folders_run_deployments_at_once(devstack, tmp_path):
+    """CeleryExecutor, Redis broker, PostgreSQL result backend, two workers in different folders: three
+    models deployed at once all succeed, so no task leans on another task's local files."""
+    import redis
+
+    from tests.helpers import stage_variant
+
+    redis_db = 7
+    redis.Redis(host="127.0.0.1", port=6379, db=redis_db).flushdb()
+    env = {
+        **devstack.env(),
+        "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:6379/{redis_db}",
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+    }
+    staged = [stage_variant(tmp_path / "staging", f"celery model {i}", "1.0", microservice_endpoint=f"celery{i}") for i in range(3)]
+    try:
+        with AirflowStack(tmp_path / "airflow", env, executor="CeleryExecutor", workers=2) as airflow:
+            airflow.wait_dag("model_deployment")
+            run_ids = []
+            for folder in staged:
+                answer = airflow.api("POST", "/dags/model_deployment/dagRuns", json={"logical_date": None, "conf": {"staging": str(folder)}})
+                assert answer.status_code == 200, answer.text
+                run_ids.append(answer.json()["dag_run_id"])
+            for run_id in run_ids:
+                run = airflow.wait_run("model_deployment", run_id)
+                assert run["state"] == "success", (airflow.task_states("model_deployment", run_id), airflow.logs())
+            # both workers took tasks: each logs the workloads it received
+            for index in range(2):
+                assert "received" in (airflow.home / f"worker-{index}.log").read_text(), airflow.logs()
+            assert len(atlas_entities(devstack)) == 3
+    finally:
+        redis.Redis(host="127.0.0.1", port=6379, db=redis_db).flushdb()

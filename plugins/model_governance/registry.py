@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from model_governance.exceptions import RegistryConflictError, RegistryError
 from model_governance.metadata import DeploymentDocument, ManifestEntry, ModelMetadata, RegistryInfo
+from model_governance.retry import is_transient, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,19 @@ class LocalStore:
         return False
 
 
+# Hadoop's own "ask again" answers (a namenode busy or failing over); the hdfs client keeps only their name.
+TRANSIENT_HDFS_EXCEPTIONS = frozenset({"RetriableException", "StandbyException", "SafeModeException"})
+
+
+def is_transient_hdfs(exc: BaseException) -> bool:
+    return is_transient(exc) or getattr(exc, "exception", None) in TRANSIENT_HDFS_EXCEPTIONS
+
+
 class WebHDFSStore:
-    """A registry on HDFS through the `hdfs` client that Airflow's WebHDFSHook builds from its connection."""
+    """A registry on HDFS through the `hdfs` client that Airflow's WebHDFSHook builds from its connection.
+
+    Every call is retried with backoff on connection errors and Hadoop's transient exceptions; a write
+    is retried whole, by the registry, which can reopen the file."""
 
     def __init__(self, client: Any, default_fs: str):
         self.client = client
@@ -137,11 +149,14 @@ class WebHDFSStore:
     def kind(self) -> str:
         return "hdfs"
 
+    def _retry(self, call: Any, what: str) -> Any:
+        return with_retries(call, f"WebHDFS {what}", transient=is_transient_hdfs)
+
     def url(self, path: str) -> str:
         return f"{self.default_fs}{path}"
 
     def _status(self, path: str) -> dict | None:
-        return self.client.status(path, strict=False)
+        return self._retry(lambda: self.client.status(path, strict=False), f"status of {path}")
 
     def is_dir(self, path: str) -> bool:
         status = self._status(path)
@@ -151,11 +166,11 @@ class WebHDFSStore:
         return self._status(path) is not None
 
     def makedirs(self, path: str) -> None:
-        self.client.makedirs(path)
+        self._retry(lambda: self.client.makedirs(path), f"mkdirs {path}")
 
     def list_files(self, folder: str) -> dict[str, int]:
         files = {}
-        for dirpath, _dirs, names in self.client.walk(folder, status=True):
+        for dirpath, _dirs, names in self._retry(lambda: list(self.client.walk(folder, status=True)), f"listing of {folder}"):
             for name, status in names:
                 rel = posixpath.relpath(posixpath.join(dirpath[0], name), folder)
                 files[rel] = status["length"]
@@ -184,13 +199,13 @@ class WebHDFSStore:
         from hdfs.util import HdfsError
 
         try:
-            self.client.rename(src, dst)
+            self._retry(lambda: self.client.rename(src, dst), f"rename {src}")
         except HdfsError:
             return False  # WebHDFS answered {"boolean": false}
         return True
 
     def delete(self, path: str) -> bool:
-        return self.client.delete(path, recursive=True)
+        return self._retry(lambda: self.client.delete(path, recursive=True), f"delete {path}")
 
 
 class ProgressReader:
@@ -294,8 +309,11 @@ class Registry:
         return total
 
     def _upload_one(self, folder: Path, pending: str, entry: ManifestEntry) -> None:
-        with (folder / entry.path).open("rb") as handle:
-            self.store.write_file(posixpath.join(pending, entry.path), ProgressReader(handle, entry.size, entry.path), entry.size)
+        def upload() -> None:  # reopens the file, so a retry sends it whole again
+            with (folder / entry.path).open("rb") as handle:
+                self.store.write_file(posixpath.join(pending, entry.path), ProgressReader(handle, entry.size, entry.path), entry.size)
+
+        with_retries(upload, f"upload of {entry.path}", transient=is_transient_hdfs)
 
     def discard_pending(self, run_id: str) -> bool:
         return self.store.delete(self.pending_path(run_id))

@@ -22,6 +22,19 @@ class DevStack:
     servers: list[Any] = field(default_factory=list)
     connections: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    # the stand-ins by name, for tests that throw faults at one of them
+    @property
+    def atlas(self) -> Any:
+        return self.servers[0]
+
+    @property
+    def mleap(self) -> Any:
+        return self.servers[1]
+
+    @property
+    def webhdfs(self) -> Any:
+        return self.servers[2]
+
     def env(self) -> dict[str, str]:
         return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn) for conn_id, conn in self.connections.items()}
 

@@ -1,0 +1,250 @@
+"""Benchmarks with figures: `python -m benchmarks [parse|push|deploy|scale|rerun ...]` (all by default).
+
+Each benchmark prints its figures; `--results FILE` also writes them, with the machine, as Markdown.
+They run against the stand-ins on loopback (started here, stopped at the end), with a private Airflow
+home on SQLite, as `make test` does; nothing is left running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+WORK = Path(tempfile.mkdtemp(prefix="mg-bench-"))
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(WORK / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{WORK}/airflow/airflow.db",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+    }
+)
+sys.path[:0] = [str(PROJECT), str(PROJECT / "plugins")]
+
+from tests.helpers import EXAMPLE_STAGING, stage_variant  # noqa: E402
+
+MIB = 1024 * 1024
+ONE_TASK_DAG = """
+from airflow.sdk import DAG, task
+with DAG(dag_id="one_task", schedule=None):
+    @task
+    def hello():
+        return 1
+    hello()
+"""
+
+
+def human_rate(nbytes: int, seconds: float) -> str:
+    return f"{nbytes / MIB / seconds:.0f} MiB/s"
+
+
+# -- 1. DAG parse time -------------------------------------------------------------------------------------
+def parse_seconds(dag_file: Path, repeats: int) -> float:
+    """Median wall time to parse one DAG file in a fresh interpreter, Airflow itself already imported."""
+    code = textwrap.dedent(
+        f"""
+        import time, airflow.sdk
+        from airflow.dag_processing.dagbag import DagBag
+        start = time.perf_counter()
+        bag = DagBag(dag_folder={str(dag_file)!r}, include_examples=False)
+        assert not bag.import_errors, bag.import_errors
+        print(time.perf_counter() - start)
+        """
+    )
+    times = []
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ)
+        times.append(float(out.stdout.strip().splitlines()[-1]))
+    return statistics.median(times)
+
+
+def bench_parse(repeats: int = 5) -> dict[str, str]:
+    baseline = WORK / "one_task_dag.py"
+    baseline.write_text(ONE_TASK_DAG)
+    base = parse_seconds(baseline, repeats)
+    figures = {"one-task DAG": f"{base * 1000:.0f} ms"}
+    for name in ("model_deployment.py", "model_redeploy.py"):
+        took = parse_seconds(PROJECT / "dags" / name, repeats)
+        figures[name] = f"{took * 1000:.0f} ms ({took / base:.2f}x the one-task DAG)"
+    return figures
+
+
+# -- 2. registry push of a 1 GiB training-data file --------------------------------------------------------
+PUSH_CHILD = """
+import json, resource, sys, time
+from pathlib import Path
+sys.path.insert(0, {plugins!r})
+mode, folder, url = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+start = time.perf_counter()
+if mode == "product":
+    from hdfs import InsecureClient
+    from model_governance.registry import Registry, WebHDFSStore
+    from model_governance.staging import build_manifest
+    manifest = build_manifest(folder)
+    hashed = time.perf_counter()
+    registry = Registry(WebHDFSStore(InsecureClient(url, user="hdfs"), "hdfs://bench:8020"), "/bench-product")
+    uploaded = registry.upload_pending("bench", folder, manifest)
+    sent = time.perf_counter()
+    registry.verify(registry.pending_path("bench"), manifest)
+    verified = time.perf_counter()
+    phases = {{"hash": hashed - start, "upload": sent - hashed, "verify": verified - sent}}
+else:
+    from hdfs import InsecureClient
+    InsecureClient(url, user="hdfs").upload("/bench-client", str(folder), n_threads=4)
+    uploaded, phases = None, {{"upload": time.perf_counter() - start}}
+print(json.dumps({{"phases": phases, "uploaded": uploaded, "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
+"""
+
+
+def bench_push(size_mib: int = 1024) -> dict[str, str]:
+    from model_governance.devstack.webhdfs import WebHDFSStandIn
+
+    folder = WORK / "big-model"
+    shutil.copytree(EXAMPLE_STAGING, folder)
+    block = os.urandom(MIB)
+    with open(folder / "trainingdata" / "big.bin", "wb") as out:
+        for _ in range(size_mib):
+            out.write(block)
+    total = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    figures = {"staged bytes": f"{total / MIB:.0f} MiB"}
+    script = PUSH_CHILD.format(plugins=str(PROJECT / "plugins"))
+    with WebHDFSStandIn(WORK / "webhdfs-push", port=0) as webhdfs:
+        for mode in ("client", "product"):
+            out = subprocess.run([sys.executable, "-c", script, mode, str(folder), webhdfs.url], capture_output=True, text=True, env=os.environ)
+            if out.returncode:
+                raise RuntimeError(out.stderr[-3000:])
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            phases = result["phases"]
+            label = "hdfs client upload(n_threads=4)" if mode == "client" else "registry upload_pending"
+            figures[label] = f"{phases['upload']:.1f} s, {human_rate(total, phases['upload'])}, peak RSS {result['peak_rss_kib'] / 1024:.0f} MiB"
+            if mode == "product":
+                figures["registry sha256 of the staged files"] = f"{phases['hash']:.1f} s, {human_rate(total, phases['hash'])}"
+                figures["registry verify (read back, sha256)"] = f"{phases['verify']:.1f} s, {human_rate(total, phases['verify'])}"
+    shutil.rmtree(folder)
+    return figures
+
+
+# -- 3-5. deployments through the real DAGs with dag.test() ------------------------------------------------
+class Stack:
+    """Stand-ins on free ports, their connections in the environment, a fresh Airflow database."""
+
+    def __enter__(self):
+        from airflow.utils.db import resetdb
+
+        from model_governance.devstack.launcher import start_devstack
+
+        self.folder = Path(tempfile.mkdtemp(dir=WORK))
+        self.devstack = start_devstack(self.folder / "devstack", atlas_port=0, mleap_port=0, webhdfs_port=0)
+        os.environ.update(self.devstack.env())
+        resetdb()
+        return self
+
+    def __exit__(self, *exc):
+        self.devstack.stop()
+
+
+def load_dag(dag_id: str):
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(PROJECT / "dags" / f"{dag_id}.py"), include_examples=False).dags[dag_id]
+
+
+def step_seconds(dag_run) -> dict[str, float]:
+    return {ti.task_id: (ti.end_date - ti.start_date).total_seconds() for ti in dag_run.get_task_instances() if ti.start_date and ti.end_date}
+
+
+def bench_deploy() -> dict[str, str]:
+    with Stack():
+        dag = load_dag("model_deployment")
+        start = time.perf_counter()
+        run = dag.test(run_conf={"staging": str(EXAMPLE_STAGING)})
+        total = time.perf_counter() - start
+        assert run.state == "success", run.state
+        figures = {task: f"{seconds * 1000:.0f} ms" for task, seconds in step_seconds(run).items()}
+        figures["whole run (dag.test)"] = f"{total:.2f} s"
+        return figures
+
+
+def bench_rerun() -> dict[str, str]:
+    with Stack():
+        dag = load_dag("model_deployment")
+        figures = {}
+        for label in ("first deploy", "unchanged redeploy"):
+            start = time.perf_counter()
+            run = dag.test(run_conf={"staging": str(EXAMPLE_STAGING)})
+            took = time.perf_counter() - start
+            assert run.state == "success", run.state
+            doc = run.get_task_instance("push_to_registry").xcom_pull(task_ids="push_to_registry")
+            figures[label] = f"{took:.2f} s, {doc['registry']['uploaded_bytes']} bytes uploaded"
+        return figures
+
+
+def bench_scale(counts: tuple[int, ...] = (1, 10, 50)) -> dict[str, str]:
+    figures = {}
+    for count in counts:
+        with Stack() as stack:
+            staging = stack.folder / "staging"
+            models = [{"staging": str(stage_variant(staging, f"scale model {i}", "1.0", microservice_endpoint=f"m{i}"))} for i in range(count)]
+            manifest = stack.folder / "redeploy.json"
+            manifest.write_text(json.dumps({"models": models}))
+            os.environ["MODEL_GOVERNANCE_REDEPLOY_MANIFEST"] = str(manifest)
+            dag = load_dag("model_redeploy")
+            start = time.perf_counter()
+            run = dag.test()
+            took = time.perf_counter() - start
+            failed = [ti.task_id for ti in run.get_task_instances() if ti.state != "success"]
+            assert run.state == "success", failed
+            figures[f"{count} models"] = f"{took:.1f} s in all, {took / count:.2f} s a model"
+    return figures
+
+
+BENCHMARKS = {"parse": bench_parse, "push": bench_push, "deploy": bench_deploy, "rerun": bench_rerun, "scale": bench_scale}
+
+
+def machine() -> str:
+    cpus = os.cpu_count()
+    with open("/proc/meminfo") as meminfo:
+        mem_kib = int(meminfo.readline().split()[1])
+    return f"{platform.machine()}, {cpus} CPUs, {mem_kib / MIB:.0f} GiB RAM, Python {platform.python_version()}, {platform.platform()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks")
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"which to run: {', '.join(BENCHMARKS)} (default: all)")
+    parser.add_argument("--results", type=Path, help="also write the figures to this Markdown file")
+    args = parser.parse_args()
+    names = args.names or list(BENCHMARKS)
+    unknown = set(names) - set(BENCHMARKS)
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    lines = [f"Machine: {machine()}", f"Date: {time.strftime('%Y-%m-%d')}", ""]
+    try:
+        for name in names:
+            print(f"== {name}", flush=True)
+            lines.append(f"## {name}")
+            for key, value in BENCHMARKS[name]().items():
+                print(f"  {key}: {value}", flush=True)
+                lines.append(f"- {key}: {value}")
+            lines.append("")
+    finally:
+        shutil.rmtree(WORK, ignore_errors=True)
+    if args.results:
+        args.results.write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
