@@ -47,3 +47,20 @@ def devstack(tmp_path, monkeypatch):
         for name, value in stack.env().items():
             monkeypatch.setenv(name, value)
         yield stack
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fault-injection figures, when that suite ran."""
+    import sys
+
+    module = sys.modules.get("tests.test_faults")
+    results = getattr(module, "RESULTS", None)
+    if not results:
+        return
+    counts = {kind: sum(1 for _, outcome in results if outcome == kind) for kind in ("survived", "rerun", "lost")}
+    terminalreporter.write_sep("-", "fault injection")
+    for fault, outcome in results:
+        terminalreporter.write_line(f"{outcome:>9}  {fault}")
+    terminalreporter.write_line(
+        f"faults tried {len(results)}: survived in the run {counts['survived']}, recovered by a rerun {counts['rerun']}, lost {counts['lost']}"
+    )

@@ -25,3 +25,24 @@ def stage_variant(folder: Path, name: str = "rental pricing prediction", version
     lines += [f"{k} = {v}" for k, v in values.items()]
     (staged / "modelMetadata.txt").write_text("\n".join(lines) + "\n")
     return staged
+
+
+def rebundle(source: Path, target: Path, drop: str | None = None, intercept_shift: float = 0.0, bundle_json: dict | None = None) -> Path:
+    """A copy of an MLeap bundle zip with an entry prefix dropped, the linear regression's intercept moved
+    (a different model that scores differently), or bundle.json replaced."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as dst:
+        for item in src.infolist():
+            if drop and item.filename.startswith(drop):
+                continue
+            data = src.read(item)
+            if intercept_shift and item.filename == "root/linear_regression.node/model.json":
+                model = json.loads(data)
+                model["attributes"]["intercept"]["double"] += intercept_shift
+                data = json.dumps(model).encode()
+            if bundle_json is not None and item.filename == "bundle.json":
+                data = json.dumps(bundle_json).encode()
+            dst.writestr(item, data)
+    return target

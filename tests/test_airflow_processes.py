@@ -157,3 +157,66 @@ def test_celery_workers_with_separate_folders_run_deployments_at_once(devstack, 
             assert len(atlas_entities(devstack)) == 3
     finally:
         redis.Redis(host="127.0.0.1", port=6379, db=redis_db).flushdb()
+
+
+def test_secrets_reach_no_log_xcom_rendered_field_atlas_manifest_or_process_arguments(devstack, tmp_path):
+    """A deployment from a private archive (token in `staging_default`), Atlas basic auth and a WebHDFS
+    password, all known values: none of them appears anywhere a user or another process can read."""
+    import subprocess
+    import threading
+
+    from model_governance.devstack.base import StandInServer
+    from tests.test_sources import TOKEN, ArchiveHandler, zipball
+
+    webhdfs_password = "webhdfs-pw-" + "7c1d9e"
+    webhdfs = {**devstack.connections["webhdfs_default"], "password": webhdfs_password}
+    secrets_ = {TOKEN, webhdfs_password, devstack.connections["atlas_default"]["password"]}
+    archives = StandInServer(ArchiveHandler)
+    archives.archives = {"owner-private-v1.zip": zipball("owner-private-9f8e7d")}
+    env = {**devstack.env(), "AIRFLOW_CONN_WEBHDFS_DEFAULT": json.dumps(webhdfs),
+           "AIRFLOW_CONN_STAGING_DEFAULT": json.dumps({"conn_type": "http", "password": TOKEN})}
+    arguments: set[str] = set()
+    done = threading.Event()
+
+    def watch_process_arguments():  # every process's command line, sampled all through the run
+        while not done.is_set():
+            arguments.update(subprocess.run(["ps", "-eww", "-o", "args="], capture_output=True, text=True).stdout.splitlines())
+            done.wait(0.2)
+
+    with archives, AirflowStack(tmp_path / "airflow", env) as airflow:
+        watcher = threading.Thread(target=watch_process_arguments, daemon=True)
+        watcher.start()
+        try:
+            airflow.wait_dag("model_deployment")
+            staging = f"{archives.url}/owner/private/zipball/v1"
+            answer = airflow.api("POST", "/dags/model_deployment/dagRuns", json={"logical_date": None, "conf": {"staging": staging}})
+            run_id = answer.json()["dag_run_id"]
+            run = airflow.wait_run("model_deployment", run_id)
+            assert run["state"] == "success", (airflow.task_states("model_deployment", run_id), airflow.logs())
+        finally:
+            done.set()
+            watcher.join()
+        places: dict[str, str] = {"process arguments": "\n".join(arguments)}
+        base = f"/dags/model_deployment/dagRuns/{run_id}/taskInstances"
+        for ti in airflow.api("GET", base).json()["task_instances"]:
+            task = ti["task_id"]
+            places[f"{task} log"] = airflow.api("GET", f"{base}/{task}/logs/1", headers={"Accept": "text/plain"}).text
+            places[f"{task} rendered fields"] = json.dumps(ti["rendered_fields"])
+            places[f"{task} XCom"] = json.dumps(airflow.api("GET", f"{base}/{task}/xcomEntries", params={"deserialize": True}).json())
+        places["Airflow component logs"] = airflow.logs()
+        places["run conf"] = json.dumps(run["conf"])
+        conn = devstack.connections["atlas_default"]
+        for type_name in ("model", "hdfs_path"):
+            found = requests.post(f"http://{conn['host']}:{conn['port']}/api/atlas/v2/search/basic", auth=(conn["login"], conn["password"]),
+                                  json={"typeName": type_name, "limit": 1000}, timeout=10).json()
+            for header in found.get("entities", []):
+                entity = requests.get(f"http://{conn['host']}:{conn['port']}/api/atlas/v2/entity/guid/{header['guid']}", auth=(conn["login"], conn["password"]), timeout=10)
+                places[f"Atlas {header['guid']}"] = entity.text
+        registry = devstack.state_dir / "webhdfs"
+        for path in registry.rglob("*"):
+            if path.is_file() and path.suffix in (".json", ".txt", ".md", ""):
+                places[f"registry {path.name}"] = path.read_text(errors="replace")
+        assert any("MANIFEST.json" in place for place in places)
+        assert "sourceLocation" in "".join(places.values())  # the search did read the entities
+        leaks = [(place, secret[:4] + "…") for place, text in places.items() for secret in secrets_ if secret in text]
+        assert leaks == []

@@ -41,7 +41,7 @@ ADDED_ATTRIBUTES: tuple[tuple[str, str], ...] = (
     ("deployStatus", "string"),  # deployed | superseded | retired
     ("deployTime", "date"),  # deploy.datetime as a date, for time-range searches
     ("hostType", "string"),
-    ("endpointUrl", "string"),
+    ("endpointUrl", "string"),  # the scoring URL: legacy /transform, spring-boot /models/<name>/transform
     ("modelName", "string"),
     ("modelVersion", "string"),
     ("modelType", "string"),
@@ -193,7 +193,7 @@ def model_entity(doc: DeploymentDocument, deploy_target: str, artifacts: list[di
         "deployStatus": status,
         "deployTime": int(datetime.fromisoformat(deploy.deployed_at).timestamp() * 1000),
         "hostType": deploy.host_type,
-        "endpointUrl": deploy.endpoint_url,
+        "endpointUrl": deploy.scoring_url,  # the exact URL predictions are asked for
         "modelName": model.name,
         "modelVersion": model.version,
         "modelType": model.type,

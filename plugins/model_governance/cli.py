@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     deployments.add_argument("--name", help="the model's name (model.name)")
     deployments.add_argument("--version")
     deployments.add_argument("--host-type", dest="host_type", help="microservice or spark")
-    deployments.add_argument("--endpoint", help="the serving endpoint URL")
+    deployments.add_argument("--endpoint", help="the scoring URL predictions are asked for")
     deployments.add_argument("--since", help="deployed at or after (ISO-8601, UTC if no zone)")
     deployments.add_argument("--until", help="deployed at or before (ISO-8601, UTC if no zone)")
     deployments.add_argument("--status", default="all", choices=["all", "deployed", "superseded", "retired"])

@@ -16,6 +16,7 @@ from model_governance.atlas_types import ADDED_ATTRIBUTES, MODEL_TYPE, SEED_ATTR
 from model_governance.exceptions import AtlasError
 
 RETURNED_ATTRIBUTES = ["qualifiedName", "name", "owner", "description", *SEED_ATTRIBUTES, *(name for name, _ in ADDED_ATTRIBUTES)]
+UNKNOWN_TYPENAME = "ATLAS-400-00-00A"
 _GUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 # CLI filter -> the attribute it compares, and Atlas's operator
@@ -62,7 +63,12 @@ def list_deployments(hook: Any, limit: int = 100, **filters: str | None) -> list
     }
     if criteria:
         query["entityFilters"] = {"condition": "AND", "criterion": criteria}
-    answer = hook.search_basic(query)
+    try:
+        answer = hook.search_basic(query)
+    except AtlasError as exc:
+        if exc.error_code == UNKNOWN_TYPENAME:  # no `model` type yet: nothing was ever registered
+            return []
+        raise
     return [{"guid": e["guid"], "status": e.get("status"), **e.get("attributes", {})} for e in answer.get("entities") or []]
 
 

@@ -21,6 +21,7 @@ class StandInHandler(BaseHTTPRequestHandler):
 
     routes: list[tuple[str, str, str]] = []
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # small answers on kept-alive connections would wait ~40 ms each otherwise
     server: "StandInServer"
 
     # -- request helpers -------------------------------------------------------------------------------
@@ -31,6 +32,10 @@ class StandInHandler(BaseHTTPRequestHandler):
     def param(self, name: str, default: str | None = None) -> str | None:
         values = self.query.get(name)
         return values[-1] if values else default
+
+    def parse_request(self) -> bool:
+        self.__dict__.pop("_body", None)  # one handler serves every request of a keep-alive connection
+        return super().parse_request()
 
     def body(self) -> bytes:
         if "_body" not in self.__dict__:
@@ -130,7 +135,8 @@ class StandInServer(ThreadingHTTPServer):
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> "StandInServer":
-        self._thread = threading.Thread(target=self.serve_forever, name=type(self).__name__, daemon=True)
+        # a short poll interval: stop() waits for the next poll, and tests stop many servers
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, name=type(self).__name__, daemon=True)
         self._thread.start()
         return self
 

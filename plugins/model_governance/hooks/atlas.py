@@ -35,11 +35,18 @@ class AtlasHook(BaseHook):
     conn_type = "http"
     hook_name = "Apache Atlas"
 
-    def __init__(self, atlas_conn_id: str = default_conn_name, timeout: float = 30.0, retry_backoff: float = 0.5):
+    def __init__(self, atlas_conn_id: str = default_conn_name, timeout: float | None = None, retry_backoff: float = 0.5):
         super().__init__()
         self.atlas_conn_id = atlas_conn_id
-        self.timeout = timeout
+        self._timeout = timeout
         self.retry_backoff = retry_backoff
+
+    @property
+    def timeout(self) -> float:
+        """Seconds to wait for an answer: the argument, else the connection's extra `timeout`, else 30."""
+        if self._timeout is not None:
+            return self._timeout
+        return float(self.connection.extra_dejson.get("timeout", 30))
 
     @cached_property
     def connection(self):
@@ -89,7 +96,7 @@ class AtlasHook(BaseHook):
         url = f"{self.base_url}{API}{path}"
         kwargs: dict[str, Any] = {}
         if data is not None:
-            kwargs["data"] = json.dumps(data)  # a str body: pyatlasclient would JSON-encode a str twice
+            kwargs["data"] = data  # a dict or list: pyatlasclient encodes it once (a str it would encode twice)
         if params:
             kwargs["params"] = params
 

@@ -29,11 +29,18 @@ class MLeapServingHook(BaseHook):
     conn_type = "http"
     hook_name = "MLeap serving"
 
-    def __init__(self, mleap_conn_id: str = default_conn_name, timeout: float = 60.0, retry_backoff: float = 0.5):
+    def __init__(self, mleap_conn_id: str = default_conn_name, timeout: float | None = None, retry_backoff: float = 0.5):
         super().__init__()
         self.mleap_conn_id = mleap_conn_id
-        self.timeout = timeout
+        self._timeout = timeout
         self.retry_backoff = retry_backoff
+
+    @property
+    def timeout(self) -> float:
+        """Seconds to wait for an answer: the argument, else the connection's extra `timeout`, else 60."""
+        if self._timeout is not None:
+            return self._timeout
+        return float(self.connection.extra_dejson.get("timeout", 60))
 
     @cached_property
     def connection(self):

@@ -114,7 +114,7 @@ class MLeapDeployOperator(BaseOperator):
                 if schema is None:
                     return None
                 outputs = check_scoring(hook.transform(sample), sample, None) if sample else []
-                return {"scoring_url": f"{hook.base_url}/transform", "input_schema": schema.get("fields", []), "output_schema": outputs}
+                return {"scoring_url": f"{hook.base_url}/transform", **legacy_schemas(schema, outputs)}
             model = hook.get_model(name)
             if model is None or model.get("uri") != f"file:{bundle}":
                 return None
@@ -167,11 +167,7 @@ class MLeapDeployOperator(BaseOperator):
         except Exception as exc:
             self._rollback_legacy(hook, previous, exc)
             raise
-        return {
-            "scoring_url": f"{hook.base_url}/transform",
-            "input_schema": list(schema.get("fields", [])),
-            "output_schema": outputs,
-        }
+        return {"scoring_url": f"{hook.base_url}/transform", **legacy_schemas(schema, outputs)}
 
     def _previous_bundle(self, hook: Any, registry: Any, record: dict[str, Any] | None) -> str | None:
         """The bundle of the deployment Atlas says serves here, put back in the models folder for a rollback."""
@@ -238,8 +234,16 @@ class MLeapDeployOperator(BaseOperator):
         }
 
 
+def legacy_schemas(schema: dict[str, Any], outputs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Legacy `GET /model` answers the transformer's whole schema, inputs and outputs together: the fields
+    the sample scoring added are the outputs; without a sample, all of them stand as the input schema."""
+    produced = {f["name"] for f in outputs}
+    return {"input_schema": [f for f in schema.get("fields", []) if f["name"] not in produced], "output_schema": outputs}
+
+
 def check_scoring(answer: dict[str, Any], sample: dict[str, Any], expected: list[str] | None) -> list[dict[str, Any]]:
-    """The answer must be a LeapFrame with a row per sample row and the expected output fields."""
+    """The answer must be a LeapFrame with a row per sample row and the expected output fields; returns the
+    fields scoring added (the output schema)."""
     from model_governance.exceptions import ModelVerificationError
 
     try:
@@ -255,6 +259,7 @@ def check_scoring(answer: dict[str, Any], sample: dict[str, Any], expected: list
     missing = [name for name in wanted if name not in names]
     if missing:
         raise ModelVerificationError(f"scoring the sample returned no field(s) {', '.join(missing)}")
-    if not set(names) - inputs:
+    added = [f for f in fields if f["name"] not in inputs]
+    if not added:
         raise ModelVerificationError("scoring the sample added no output field to the LeapFrame")
-    return fields
+    return added

@@ -1,0 +1,132 @@
+"""Fault injection: the DAG run through each fault the stand-ins can throw, the invariants checked after
+the faulty run and after a rerun. Figures (tried, survived in the run, recovered by a rerun, lost) are
+printed at the end of the session.
+
+Invariants: no partial registry version and an empty pending area; the endpoint serves an archived
+version, never nothing; an Atlas entity only for a version that serves (or served) and is archived; after
+the rerun, version 1.1 serves, is registered once, and 1.0 is superseded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import timedelta
+
+import pytest
+import requests
+
+from tests.helpers import DAGS, EXAMPLE_STAGING, rebundle, stage_variant
+
+SAMPLE = json.loads((EXAMPLE_STAGING / "samples/leapframe.json").read_text())
+RESULTS: list[tuple[str, str]] = []  # (fault, outcome): read by conftest's terminal summary
+ROOT = "/model-registry/rental-pricing-prediction"
+DOWN = 10_000  # requests: "down" for the whole run
+
+
+FAULTS = {
+    "WebHDFS answers 503 twice": (lambda s: s.webhdfs.fail_next(2, 503), "survived"),
+    "WebHDFS upload connection drops once": (lambda s: s.webhdfs.break_upload_after(50_000), "survived"),
+    "WebHDFS down": (lambda s: s.webhdfs.fail_next(DOWN, 503), "rerun"),
+    "MLeap answers 503 twice": (lambda s: s.mleap.fail_next(2, 503), "survived"),
+    "MLeap hangs past the client timeout once": (lambda s: s.mleap.hang(4), "survived"),
+    "MLeap down": (lambda s: s.mleap.fail_next(DOWN, 503), "rerun"),
+    "MLeap scoring fails after the load": (lambda s: s.mleap.fail_transform_next(1), "rerun"),
+    "Atlas answers 503 twice": (lambda s: s.atlas.fail_next(2, 503), "survived"),
+    "Atlas hangs past the client timeout once": (lambda s: s.atlas.hang(4), "survived"),
+    "Atlas down": (lambda s: s.atlas.fail_next(DOWN, 503), "rerun"),
+}
+
+
+def clear_faults(stack):
+    stack.webhdfs.fail_next(0)
+    stack.mleap.fail_next(0)
+    stack.mleap.fail_transform_next(0)
+    stack.atlas.fail_next(0)
+
+
+@pytest.fixture
+def dag(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(DAGS / "model_deployment.py")).dags["model_deployment"]
+    for task in dag.tasks:  # the DAG's own retries, without waiting minutes between them
+        task.retry_delay = timedelta(seconds=0.2)
+        task.retry_exponential_backoff = 0
+    return dag
+
+
+@pytest.fixture
+def stack(devstack, monkeypatch):
+    """The stand-ins, with 2-second client timeouts so that a hang is a timeout."""
+    for conn_id in ("mleap_default", "atlas_default"):
+        conn = json.loads(json.dumps(devstack.connections[conn_id]))
+        conn.setdefault("extra", {})["timeout"] = 2
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+    return devstack
+
+
+def predict(stack):
+    answer = requests.post(f"http://127.0.0.1:{stack.mleap.port}/transform", json=SAMPLE, timeout=10)
+    if answer.status_code != 200:
+        return None
+    frame = answer.json()
+    return frame["rows"][0][[f["name"] for f in frame["schema"]["fields"]].index("price_prediction")]
+
+
+def entities(stack):
+    conn = stack.connections["atlas_default"]
+    found = requests.post(f"http://127.0.0.1:{conn['port']}/api/atlas/v2/search/basic", auth=(conn["login"], conn["password"]),
+                          json={"typeName": "model", "attributes": ["modelVersion", "deployStatus"], "limit": 100}, timeout=10).json()
+    return [e["attributes"] for e in found.get("entities", [])]
+
+
+def check_invariants(stack, predictions):
+    from hdfs import InsecureClient
+
+    client = InsecureClient(f"http://127.0.0.1:{stack.webhdfs.port}", user="hdfs")
+    archived = set()
+    for version in client.list(ROOT):
+        files = {f"{root}/{name}"[len(f"{ROOT}/{version}/"):]: client.status(f"{root}/{name}")["length"]
+                 for root, _, names in client.walk(f"{ROOT}/{version}") for name in names}
+        with client.read(f"{ROOT}/{version}/MANIFEST.json") as reader:  # no version without its manifest
+            manifest = {e["path"]: e for e in json.load(reader)["files"]}
+        assert {**{k: v["size"] for k, v in manifest.items()}, "MANIFEST.json": files["MANIFEST.json"]} == files, version
+        with client.read(f"{ROOT}/{version}/executable/airbnb.model.lr.zip") as reader:
+            assert hashlib.sha256(reader.read()).hexdigest() == manifest["executable/airbnb.model.lr.zip"]["sha256"]
+        archived.add(version)
+    assert client.list("/model-registry/.pending") == []
+    serving = next((v for v, p in predictions.items() if p == pytest.approx(predict(stack))), None) if predict(stack) is not None else None
+    assert serving in archived, f"serving {serving}, archived {archived}"
+    for entity in entities(stack):
+        assert entity["modelVersion"] in archived
+        if entity["deployStatus"] == "deployed" and entity["modelVersion"] == "1.1":
+            assert serving == "1.1"
+    return serving
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_fault(fault, dag, stack, tmp_path):
+    inject, expected = FAULTS[fault]
+    first = stage_variant(tmp_path / "staging", version="1.0")
+    rebundle(EXAMPLE_STAGING / "executable/airbnb.model.lr.zip", first / "executable/airbnb.model.lr.zip", intercept_shift=1000.0)
+    assert dag.test(run_conf={"staging": str(first)}).state == "success"
+    predictions = {"1.0": predict(stack)}
+    predictions["1.1"] = predictions["1.0"] - 1000.0
+
+    inject(stack)
+    run = dag.test(run_conf={"staging": str(EXAMPLE_STAGING)})
+    clear_faults(stack)
+    outcome = "survived" if run.state == "success" else "rerun"
+    try:
+        check_invariants(stack, predictions)
+        if outcome == "rerun":
+            rerun = dag.test(run_conf={"staging": str(EXAMPLE_STAGING)})
+            assert rerun.state == "success", {ti.task_id: ti.state for ti in rerun.get_task_instances()}
+        assert check_invariants(stack, predictions) == "1.1"
+        assert sorted((e["modelVersion"], e["deployStatus"]) for e in entities(stack)) == [("1.0", "superseded"), ("1.1", "deployed")]
+    except AssertionError:
+        RESULTS.append((fault, "lost"))
+        raise
+    RESULTS.append((fault, outcome))
+    assert outcome == expected, {ti.task_id: ti.state for ti in run.get_task_instances()}

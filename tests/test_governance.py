@@ -1,0 +1,233 @@
+"""The stakeholders' questions, answered through Atlas's API for several models, versions and endpoints
+deployed by the real DAG; the `model` type's upgrade path from the seed's own attributes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import requests
+
+from tests.helpers import DAGS, EXAMPLE_STAGING, stage_variant
+
+ANA, GREG = "Ana Ruiz", "Greg Keys"
+
+
+def atlas(devstack, method, path, **kwargs):
+    conn = devstack.connections["atlas_default"]
+    return requests.request(method, f"http://{conn['host']}:{conn['port']}/api/atlas/v2{path}", auth=(conn["login"], conn["password"]), timeout=10, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory, airflow_db):
+    """Four deployments: rental pricing 1.0 then 1.1 on the legacy server (1.1 supersedes 1.0), a churn and
+    a fraud model on a spring-boot server under their own endpoint names; the fraud model deployed twice."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from model_governance.devstack.launcher import start_devstack
+    from model_governance.devstack.mleap import MLeapStandIn
+
+    folder = tmp_path_factory.mktemp("fleet")
+    with start_devstack(folder / "devstack", atlas_port=0, mleap_port=0, webhdfs_port=0) as devstack, pytest.MonkeyPatch.context() as mp:
+        models_dir = folder / "spring-models"
+        models_dir.mkdir()
+        with MLeapStandIn(folder / "spring", api="spring-boot", mounts={"/models": models_dir}) as spring:
+            for name, value in devstack.env().items():
+                mp.setenv(name, value)
+            mp.setenv("AIRFLOW_CONN_MLEAP_SPRING", json.dumps({
+                "conn_type": "http", "host": "127.0.0.1", "port": spring.port,
+                "extra": {"api": "spring-boot", "models_dir": str(models_dir), "models_mount": "/models"},
+            }))
+            dag = DagBag(dag_folder=str(DAGS / "model_deployment.py")).dags["model_deployment"]
+            staging = folder / "staging"
+            plan = [
+                (stage_variant(staging, "rental pricing prediction", "1.0"), "mleap_default"),
+                (EXAMPLE_STAGING, "mleap_default"),
+                (stage_variant(staging, "churn model", "2.0", owner=ANA, owner_lob="retention", microservice_endpoint="churn"), "mleap_spring"),
+                (stage_variant(staging, "fraud model", "1.0", owner=ANA, owner_lob="risk", microservice_endpoint="fraud"), "mleap_spring"),
+            ]
+            runs = []
+            for staged, conn_id in plan + [plan[-1]]:
+                run = dag.test(run_conf={"staging": str(staged), "mleap_conn_id": conn_id})
+                assert run.state == "success", {ti.task_id: ti.state for ti in run.get_task_instances()}
+                runs.append(run.get_task_instance("register_in_atlas").xcom_pull(task_ids="register_in_atlas"))
+            yield devstack, spring, runs
+
+
+def deployments(*args):
+    """`model-governance deployments --json ...` as a user runs it."""
+    from model_governance.cli import main
+
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["deployments", "--json", *args]) == 0
+    return json.loads(out.getvalue())
+
+
+def test_every_deployment_listed_newest_first_with_all_attributes(fleet):
+    rows = deployments()
+    names = [row["name"] for row in rows]
+    assert sorted(names) == sorted(["rental pricing prediction v1.0", "rental pricing prediction v1.1", "churn model v2.0", "fraud model v1.0"])
+    assert [row["deployTime"] for row in rows] == sorted((row["deployTime"] for row in rows), reverse=True)
+    for row in rows:  # which model, version, when, where, by whom, which object, archived where
+        for key in ("guid", "qualifiedName", "model.name", "model.version", "deploy.datetime", "deploy.host.type",
+                    "deploy.host.detail", "model.owner", "model.owner.lob", "deploy.obj.source", "model.registry.url",
+                    "serializedObjectSha256", "sourceRevision", "dagRunId", "endpointUrl"):
+            assert row.get(key), (key, row)
+
+
+def test_filters_answer_the_stakeholders_questions(fleet):
+    devstack, spring, _ = fleet
+    by = lambda *args: sorted(row["name"] for row in deployments(*args))  # noqa: E731
+    assert by("--owner", ANA) == ["churn model v2.0", "fraud model v1.0"]
+    assert by("--lob", "pricing") == ["rental pricing prediction v1.0", "rental pricing prediction v1.1"]
+    assert by("--name", "rental pricing prediction", "--version", "1.0") == ["rental pricing prediction v1.0"]
+    assert by("--host-type", "microservice") == by()
+    assert by("--host-type", "spark") == []
+    assert by("--endpoint", f"http://127.0.0.1:{spring.port}/models/churn/transform") == ["churn model v2.0"]
+    assert by("--status", "deployed") == ["churn model v2.0", "fraud model v1.0", "rental pricing prediction v1.1"]
+    rows = deployments()
+    newest = max(row["deployTime"] for row in rows)
+    moment = datetime.fromtimestamp(newest / 1000, timezone.utc)
+    assert by("--since", moment.isoformat()) == [r["name"] for r in rows if r["deployTime"] >= newest]
+    assert by("--until", (moment - timedelta(days=1)).isoformat()) == []
+    assert len(by("--since", (moment - timedelta(hours=1)).isoformat(), "--until", moment.isoformat())) == 4
+
+
+def test_a_new_version_supersedes_the_old_at_its_target_and_history_stays(fleet):
+    devstack, _, runs = fleet
+    old = atlas(devstack, "GET", f"/entity/guid/{runs[0]['guid']}").json()["entity"]["attributes"]
+    assert old["deployStatus"] == "superseded" and old["supersededBy"] == runs[1]["qualifiedName"]
+    target = old["deployTarget"]
+    serving = [r["name"] for r in deployments("--status", "deployed") if r["deployTarget"] == target]
+    assert serving == ["rental pricing prediction v1.1"]  # one answer to "what serves here now"
+    # the spring-boot models live side by side under their own names: neither supersedes the other
+    assert {r["name"] for r in deployments("--owner", ANA)} and all(r["deployStatus"] == "deployed" for r in deployments("--owner", ANA))
+
+
+def test_a_rerun_updates_the_one_entity(fleet):
+    devstack, _, runs = fleet
+    assert runs[3]["guid"] == runs[4]["guid"]
+    assert len(deployments("--name", "fraud model")) == 1
+    audit = atlas(devstack, "GET", f"/entity/{runs[3]['guid']}/audit", params={"count": 100}).json()
+    assert [event["action"] for event in audit].count("ENTITY_CREATE") == 1
+
+
+def test_trace_reaches_readme_code_training_data_and_the_serialized_object(fleet, capsys):
+    from model_governance.cli import main
+
+    devstack, _, runs = fleet
+    assert main(["trace", "rental pricing prediction v1.1", "--json"]) == 0
+    traced = json.loads(capsys.readouterr().out)
+    assert traced["deployment"]["guid"] == runs[1]["guid"]
+    assert traced["deployment"]["model.owner"] == GREG
+    by_path = {a["path"]: a for a in traced["artifacts"]}
+    for path in ("README.md", "code/train_model.py", "trainingdata/listings_sample.csv", "executable/airbnb.model.lr.zip"):
+        artifact = by_path[path]
+        assert artifact["sha256"] == hashlib.sha256((EXAMPLE_STAGING / path).read_bytes()).hexdigest()
+        assert artifact["location"] == f"hdfs://127.0.0.1:8020/model-registry/rental-pricing-prediction/1.1/{path}"
+        assert artifact["linked_in_atlas"], path
+    assert {a["role"] for a in traced["artifacts"]} >= {"readme", "code", "training data", "serialized model"}
+    assert [s["qualifiedName"] for s in traced["superseded"]] == [runs[0]["qualifiedName"]]
+
+    # the table form names the same things
+    assert main(["trace", runs[1]["guid"]]) == 0
+    text = capsys.readouterr().out
+    assert "superseded:" in text and runs[0]["qualifiedName"] in text and "executable/airbnb.model.lr.zip" in text
+
+
+def test_artifacts_are_hdfs_path_entities_related_to_the_deployment_and_there_is_no_lineage(fleet):
+    devstack, _, runs = fleet
+    entity = atlas(devstack, "GET", f"/entity/guid/{runs[1]['guid']}").json()["entity"]
+    linked = entity["relationshipAttributes"]["artifacts"]
+    assert {ref["typeName"] for ref in linked} == {"hdfs_path"}
+    executable = next(ref for ref in linked if ref["displayText"] == "executable/airbnb.model.lr.zip")
+    path = atlas(devstack, "GET", f"/entity/guid/{executable['guid']}").json()["entity"]
+    assert path["attributes"]["qualifiedName"] == "hdfs://127.0.0.1:8020/model-registry/rental-pricing-prediction/1.1/executable/airbnb.model.lr.zip@primary"
+    # clicking back from the file reaches the deployments that archived it
+    assert runs[1]["guid"] in {ref["guid"] for ref in path["relationshipAttributes"]["modelDeployments"]}
+    # a microservice deployment has no inputs or outputs: no lineage, as in the seed
+    assert not entity["attributes"].get("inputs") and not entity["attributes"].get("outputs")
+    lineage = atlas(devstack, "GET", f"/lineage/{runs[1]['guid']}", params={"direction": "BOTH", "depth": 3}).json()
+    assert lineage["relations"] == []
+
+
+def test_unknown_deployment_is_a_clear_error(fleet, capsys):
+    from model_governance.cli import main
+
+    assert main(["trace", "no such model v9"]) == 1
+    assert "no model deployment in Atlas has the guid, qualifiedName or name 'no such model v9'" in capsys.readouterr().err
+
+
+# -- the type -----------------------------------------------------------------------------------------------
+SEED_TYPE_1_0 = {
+    "entityDefs": [
+        {
+            "category": "ENTITY",
+            "name": "model",
+            "description": "The seed's model type, less the attributes Process already has",
+            "typeVersion": "1.0",
+            "superTypes": ["Process"],
+            "attributeDefs": [
+                {"name": name, "typeName": "string", "cardinality": "SINGLE", "isUnique": False, "isOptional": False, "isIndexable": True}
+                for name in ("deploy.datetime", "deploy.host.type", "deploy.host.detail", "deploy.obj.source", "model.name",
+                             "model.version", "model.type", "model.description", "model.owner", "model.owner.lob", "model.registry.url")
+            ],
+        }
+    ]
+}
+
+
+def test_the_seed_type_1_0_is_upgraded_in_place_and_its_entities_stay(devstack, airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    from model_governance.atlas_types import ADDED_ATTRIBUTES, TYPE_VERSION, ensure_model_type
+    from model_governance.hooks.atlas import AtlasHook
+
+    assert atlas(devstack, "POST", "/types/typedefs", json=SEED_TYPE_1_0).status_code == 200
+    old = {"typeName": "model", "attributes": {"qualifiedName": "legacy-model-v1@old-host:65327", "name": "legacy model v1",
+                                               **{a["name"]: "x" for a in SEED_TYPE_1_0["entityDefs"][0]["attributeDefs"]}}}
+    assert atlas(devstack, "POST", "/entity/bulk", json={"entities": [old]}).status_code == 200
+
+    hook = AtlasHook()
+    assert ensure_model_type(hook) == "upgraded"
+    assert ensure_model_type(hook) == "current"
+    typedef = atlas(devstack, "GET", "/types/typedef/name/model").json()
+    assert typedef["typeVersion"] == TYPE_VERSION
+    names = [a["name"] for a in typedef["attributeDefs"]]
+    assert len(names) == len(set(names))
+    assert set(names) >= {a["name"] for a in SEED_TYPE_1_0["entityDefs"][0]["attributeDefs"]} | {n for n, _ in ADDED_ATTRIBUTES}
+    assert atlas(devstack, "GET", "/types/typedefs", params={"name": "model"}).json()["entityDefs"].__len__() == 1
+
+    # the existing entity is still there, and a deployment registers on the upgraded type
+    found = atlas(devstack, "GET", "/entity/uniqueAttribute/type/model", params={"attr:qualifiedName": old["attributes"]["qualifiedName"]})
+    assert found.status_code == 200 and found.json()["entity"]["attributes"]["model.version"] == "x"
+    dag = DagBag(dag_folder=str(DAGS / "model_deployment.py")).dags["model_deployment"]
+    assert dag.test(run_conf={"staging": str(EXAMPLE_STAGING)}).state == "success"
+
+
+def test_a_type_that_cannot_be_upgraded_names_the_attribute(devstack):
+    from model_governance.atlas_types import ensure_model_type
+    from model_governance.exceptions import AtlasError
+    from model_governance.hooks.atlas import AtlasHook
+
+    conflicting = json.loads(json.dumps(SEED_TYPE_1_0))
+    conflicting["entityDefs"][0]["attributeDefs"][5]["typeName"] = "int"  # model.version as a number
+    assert atlas(devstack, "POST", "/types/typedefs", json=conflicting).status_code == 200
+    with pytest.raises(AtlasError, match=r"model\.version"):
+        ensure_model_type(AtlasHook())
+
+
+def test_the_seed_typedef_as_written_is_refused_by_atlas(devstack):
+    """Why the type inherits qualifiedName, name, inputs and outputs: Atlas 2.3+ refuses redeclaring them."""
+    seed = json.loads(json.dumps(SEED_TYPE_1_0))
+    seed["entityDefs"][0]["attributeDefs"].append(
+        {"name": "qualifiedName", "typeName": "string", "cardinality": "SINGLE", "isUnique": True, "isOptional": False, "isIndexable": True}
+    )
+    answer = atlas(devstack, "POST", "/types/typedefs", json=seed)
+    assert answer.status_code == 400 and answer.json()["errorCode"] == "ATLAS-400-00-09E", answer.text

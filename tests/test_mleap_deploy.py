@@ -1,0 +1,140 @@
+"""Step 2b over HTTP, both MLeap serving APIs: a good deploy, an invalid bundle refused before deploying,
+a load failure and a failed sample scoring each rolled back with the old model still serving, and
+transient server errors retried. The served model is told apart by what it predicts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+
+from tests.helpers import DAGS, EXAMPLE_STAGING, rebundle, stage_variant
+
+SAMPLE = json.loads((EXAMPLE_STAGING / "samples/leapframe.json").read_text())
+BUNDLE = EXAMPLE_STAGING / "executable/airbnb.model.lr.zip"
+SHIFT = 1000.0  # version 1.0's intercept is moved by this much: its predictions differ from 1.1's
+
+
+@pytest.fixture(scope="module")
+def dag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS / "model_deployment.py")).dags["model_deployment"]
+
+
+@pytest.fixture(params=["legacy", "spring-boot"])
+def serving(request, devstack, tmp_path, monkeypatch):
+    """(api, conn_id, base URL, MLeapStandIn) for one serving API."""
+    if request.param == "legacy":
+        conn = devstack.connections["mleap_default"]
+        yield "legacy", "mleap_default", f"http://127.0.0.1:{conn['port']}", devstack.mleap
+        return
+    from model_governance.devstack.mleap import MLeapStandIn
+
+    models_dir = tmp_path / "spring-models"
+    models_dir.mkdir()
+    with MLeapStandIn(tmp_path / "spring", api="spring-boot", mounts={"/models": models_dir}) as spring:
+        monkeypatch.setenv("AIRFLOW_CONN_MLEAP_SPRING", json.dumps({
+            "conn_type": "http", "host": "127.0.0.1", "port": spring.port,
+            "extra": {"api": "spring-boot", "models_dir": str(models_dir), "models_mount": "/models"},
+        }))
+        yield "spring-boot", "mleap_spring", spring.url, spring
+
+
+def predict(serving) -> float | None:
+    """What the endpoint predicts for the sample now; None when it serves nothing."""
+    api, _, url, _ = serving
+    if api == "legacy":
+        answer = requests.post(f"{url}/transform", json=SAMPLE, timeout=10)
+        if answer.status_code != 200:
+            return None
+        frame = answer.json()
+    else:
+        answer = requests.post(f"{url}/models/target/transform", json=SAMPLE, timeout=10)
+        if answer.status_code != 200 or answer.json().get("status") == "STATUS_ERROR":
+            return None
+        frame = answer.json()
+    index = [f["name"] for f in frame["schema"]["fields"]].index("price_prediction")
+    return frame["rows"][0][index]
+
+
+def deploy(dag, serving, staged):
+    run = dag.test(run_conf={"staging": str(staged), "mleap_conn_id": serving[1]})
+    return run, {ti.task_id: ti.state for ti in run.get_task_instances()}
+
+
+def deployments(devstack):
+    conn = devstack.connections["atlas_default"]
+    found = requests.post(f"http://{conn['host']}:{conn['port']}/api/atlas/v2/search/basic", auth=(conn["login"], conn["password"]),
+                          json={"typeName": "model", "attributes": ["modelVersion", "deployStatus"], "limit": 100}, timeout=10).json()
+    return {e["attributes"]["modelVersion"]: e["attributes"]["deployStatus"] for e in found.get("entities", [])}
+
+
+@pytest.fixture
+def first_version(dag, serving, tmp_path, airflow_db):
+    """Version 1.0 (its own intercept) deployed and serving; returns what it predicts."""
+    staged = stage_variant(tmp_path / "staging", version="1.0")
+    rebundle(BUNDLE, staged / "executable/airbnb.model.lr.zip", intercept_shift=SHIFT)
+    run, states = deploy(dag, serving, staged)
+    assert run.state == "success", states
+    return predict(serving)
+
+
+def test_a_good_deploy_serves_verifies_and_records_the_schemas(dag, serving, first_version, devstack):
+    api, _, url, _ = serving
+    before = first_version
+    run, states = deploy(dag, serving, EXAMPLE_STAGING)
+    assert run.state == "success", states
+    assert predict(serving) == pytest.approx(before - SHIFT)  # 1.1 serves now
+    facts = run.get_task_instance("deploy_model").xcom_pull(task_ids="deploy_model")["deploy"]
+    assert facts["scoring_url"] == (f"{url}/transform" if api == "legacy" else f"{url}/models/target/transform")
+    inputs = {f["name"] for f in facts["input_schema"]}
+    assert inputs >= {f["name"] for f in SAMPLE["schema"]["fields"]} and "price_prediction" not in inputs
+    assert "price_prediction" in {f["name"] for f in facts["output_schema"]}
+    assert deployments(devstack) == {"1.0": "superseded", "1.1": "deployed"}
+    if api == "spring-boot":  # the candidate name used for verification is gone
+        assert [name for name in serving[3].models] == ["target"]
+
+
+def test_an_invalid_bundle_is_refused_before_anything_is_deployed(dag, serving, first_version, devstack, tmp_path):
+    staged = stage_variant(tmp_path / "bad", version="1.1")
+    info = json.loads(__import__("zipfile").ZipFile(BUNDLE).read("bundle.json"))
+    del info["uid"]
+    rebundle(BUNDLE, staged / "executable/airbnb.model.lr.zip", bundle_json=info)
+    run, states = deploy(dag, serving, staged)
+    assert run.state == "failed" and states["fetch_staging"] == "failed" and states["deploy_model"] == "upstream_failed"
+    assert predict(serving) == pytest.approx(first_version)
+    assert deployments(devstack) == {"1.0": "deployed"}
+
+
+def test_a_load_failure_leaves_the_old_model_serving(dag, serving, first_version, devstack, tmp_path):
+    staged = stage_variant(tmp_path / "broken", version="1.1")
+    rebundle(BUNDLE, staged / "executable/airbnb.model.lr.zip", drop="root/linear_regression.node/")
+    run, states = deploy(dag, serving, staged)
+    assert run.state == "failed" and states["deploy_model"] == "failed" and states["register_in_atlas"] == "upstream_failed"
+    assert predict(serving) == pytest.approx(first_version)
+    assert deployments(devstack) == {"1.0": "deployed"}
+
+
+def test_a_failed_sample_scoring_is_rolled_back(dag, serving, first_version, devstack, tmp_path):
+    """1.1 loads, but its staged sample request does not score (it lacks an input field): 1.0 serves again."""
+    staged = stage_variant(tmp_path / "unscorable", version="1.1")
+    sample = json.loads(json.dumps(SAMPLE))
+    position = [f["name"] for f in sample["schema"]["fields"]].index("bedrooms")
+    del sample["schema"]["fields"][position]
+    for row in sample["rows"]:
+        del row[position]
+    (staged / "samples/leapframe.json").write_text(json.dumps(sample))
+    run, states = deploy(dag, serving, staged)
+    assert run.state == "failed" and states["deploy_model"] == "failed" and states["register_in_atlas"] == "upstream_failed"
+    assert predict(serving) == pytest.approx(first_version)
+    assert deployments(devstack) == {"1.0": "deployed"}
+
+
+def test_transient_server_errors_are_retried(dag, serving, first_version, devstack):
+    serving[3].fail_next(2, 503)
+    run, states = deploy(dag, serving, EXAMPLE_STAGING)
+    assert run.state == "success", states
+    assert {ti.task_id: ti.try_number for ti in run.get_task_instances()}["deploy_model"] == 1  # retried inside the hook
+    assert predict(serving) == pytest.approx(first_version - SHIFT)
