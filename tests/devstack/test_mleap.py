@@ -284,7 +284,7 @@ def use_connection(monkeypatch, server, models_dir):
 
 
 def test_the_hook_drives_the_legacy_api(legacy, models_dir, monkeypatch):
-    from model_governance.exceptions import DeployError, ModelLoadError
+    from model_governance.exceptions import DeployError, ModelLoadError, ModelVerificationError
     from model_governance.operators.mleap import check_scoring
 
     hook = use_connection(monkeypatch, legacy, models_dir)
@@ -308,14 +308,14 @@ def test_the_hook_drives_the_legacy_api(legacy, models_dir, monkeypatch):
     legacy.hang(1.5)  # longer than the hook's timeout: the retry gets the answer
     assert hook.model_schema() == schema
     legacy.fail_transform_next(1)
-    with pytest.raises(DeployError, match="500"):
+    with pytest.raises(ModelVerificationError, match="500"):
         hook.transform(SAMPLE)
     hook.unload_legacy()
     assert hook.model_schema() is None
 
 
 def test_the_hook_drives_the_spring_boot_api(spring, models_dir, monkeypatch):
-    from model_governance.exceptions import DeployError, ModelLoadError
+    from model_governance.exceptions import DeployError, ModelLoadError, ModelVerificationError
     from model_governance.operators.mleap import check_scoring
 
     hook = use_connection(monkeypatch, spring, models_dir)
@@ -332,7 +332,7 @@ def test_the_hook_drives_the_spring_boot_api(spring, models_dir, monkeypatch):
     with pytest.raises(ModelLoadError):
         hook.wait_loaded("broken", timeout=10, poll=0.05)
     assert hook.get_model("broken") is None
-    with pytest.raises(DeployError, match="invalid field: bedrooms"):
+    with pytest.raises(ModelVerificationError, match="invalid field: bedrooms"):
         hook.transform_named("rental", {"schema": {"fields": SAMPLE["schema"]["fields"][:2]}, "rows": [SAMPLE["rows"][0][:2]]})
     assert hook.unload_model("rental") is True
     assert hook.unload_model("rental") is False

@@ -17,7 +17,7 @@ from typing import Any
 import requests
 from airflow.sdk import BaseHook
 
-from model_governance.exceptions import DeployError, ModelLoadError
+from model_governance.exceptions import DeployError, ModelLoadError, ModelVerificationError
 from model_governance.retry import TRANSIENT_STATUSES, TransientHTTPError, with_retries
 
 APIS = ("legacy", "spring-boot")
@@ -129,7 +129,8 @@ class MLeapServingHook(BaseHook):
         """`POST /transform` with a LeapFrame; the scored LeapFrame back."""
         response = self.request("POST", "/transform", json=frame, headers={"Accept": "application/json"})
         if response.status_code != 200:
-            raise DeployError(f"POST {self.base_url}/transform answered {response.status_code} {_text(response)}")
+            # transient answers were retried in request(): what is left is the model failing to score
+            raise ModelVerificationError(f"POST {self.base_url}/transform answered {response.status_code} {_text(response)}")
         return response.json()
 
     # -- the mleap-spring-boot API (named models, asynchronous load) ---------------------------------------
@@ -184,7 +185,7 @@ class MLeapServingHook(BaseHook):
         response = self.request("POST", f"/models/{name}/transform", json=frame, headers={"Accept": "application/json"})
         body = response.json() if response.content else {}
         if response.status_code != 200 or body.get("status") == "STATUS_ERROR":
-            raise DeployError(f"scoring with {name!r} failed: {response.status_code} {body.get('error') or _text(response)}")
+            raise ModelVerificationError(f"scoring with {name!r} failed: {response.status_code} {body.get('error') or _text(response)}")
         return body
 
     def unload_legacy(self) -> None:
