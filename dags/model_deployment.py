@@ -41,10 +41,12 @@ with DAG(
             minLength=1,
             title="Staged model",
             description=(
-                "Where the owner staged the model: an absolute folder on the workers, or a folder name "
-                "relative to the staging root ($MODEL_GOVERNANCE_STAGING_ROOT; default: the shipped examples)."
+                "Where the owner staged the model: a folder (absolute, or relative to the staging root "
+                "$MODEL_GOVERNANCE_STAGING_ROOT), a git repository at a branch, tag or commit "
+                "(git+https://host/repo.git@ref), an archive URL (GitHub zipball, GitLab archive, .zip, .tar.gz) "
+                "or github:owner/repo@ref / gitlab:group/repo@ref. Credentials: the staging_default connection."
             ),
-            examples=["rental-pricing-prediction", "/srv/staging/rental-pricing-prediction"],
+            examples=["rental-pricing-prediction", "/srv/staging/rental-pricing-prediction", "git+https://git.example.com/pricing/rental.git@v1.1", "github:acme/rental-pricing@v1.1"],
         ),
         "registry_root": Param(
             "hdfs:///model-registry",

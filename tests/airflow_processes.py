@@ -100,7 +100,8 @@ class AirflowStack:
                 folder.mkdir(exist_ok=True)
                 # each worker in its own working folder and temp folder, with its own log server port
                 self.spawn(
-                    f"worker-{index}", "celery", "worker", "--concurrency", "2", "--hostname", f"worker{index}@%h",
+                    f"worker-{index}", "celery", "worker", "--concurrency", "2", "--celery-hostname", f"worker{index}@%h",
+                    "--pid", str(folder / "worker.pid"),
                     env={"TMPDIR": str(folder), "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())}, cwd=folder,
                 )
             self.wait_healthy()
@@ -160,7 +161,7 @@ class AirflowStack:
         return answer.json()["access_token"]
 
     def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        headers = {"Authorization": f"Bearer {self.token()}"}
+        headers = {"Authorization": f"Bearer {self.token()}", **kwargs.pop("headers", {})}
         return requests.request(method, f"{self.url}/api/v2{path}", headers=headers, timeout=30, **kwargs)
 
     def wait_dag(self, dag_id: str, timeout: float = 120) -> None:
@@ -179,6 +180,13 @@ class AirflowStack:
                 return run
             time.sleep(1)
         raise TimeoutError(f"run {run_id} did not finish in {timeout} s\n{self.logs()}")
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1) -> str:
+        """A task's log as text (the API answers JSON: one event per line here)."""
+        answer = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}", params={"map_index": map_index})
+        answer.raise_for_status()
+        content = answer.json()["content"]
+        return "\n".join(json.dumps(line) if isinstance(line, dict) else str(line) for line in content)
 
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
         answer = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances").json()

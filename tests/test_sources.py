@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import tarfile
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -72,6 +73,14 @@ def test_git_source_parsing():
     assert parse_git_source("git+https://git.example.com/team/model.git@v1.1") == ("https://git.example.com/team/model.git", "v1.1")
     assert parse_git_source("git+https://git.example.com/team/model.git") == ("https://git.example.com/team/model.git", None)
     assert parse_git_source("git+file:///srv/repo@abc123") == ("file:///srv/repo", "abc123")
+
+
+def test_shorthand_sources_are_not_taken_for_relative_folders():
+    from model_governance.staging import resolve_source
+
+    for source in ("github:owner/model@v1", "gitlab:group/model@main", "git+ssh://git@host/model.git@v2"):
+        assert resolve_source(source, Path("/staging-root")) == source
+    assert resolve_source("model", Path("/staging-root")) == "/staging-root/model"
 
 
 def test_archive_url_shorthands():

@@ -87,7 +87,8 @@ def artifact_role(path: str) -> str:
         return "readme"
     if path == "modelMetadata.txt":
         return "metadata"
-    return {"code": "code", "trainingdata": "training data", "executable": "serialized model"}.get(path.split("/", 1)[0], "other")
+    folders = {"code": "code", "trainingdata": "training data", "executable": "serialized model", "samples": "sample request"}
+    return folders.get(path.split("/", 1)[0], "other")
 
 
 def find_deployment(hook: Any, ref: str) -> dict[str, Any]:

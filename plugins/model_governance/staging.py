@@ -43,7 +43,7 @@ def resolve_source(staging: str, staging_root: Path | None = None) -> str:
     staging = staging.strip()
     if not staging:
         raise StagingError("the 'staging' parameter is empty: give a path or URL of the staged model")
-    if "://" in staging:
+    if "://" in staging or staging.startswith(("github:", "gitlab:", "git+")):
         return staging
     path = Path(staging).expanduser()
     if not path.is_absolute():
