@@ -169,7 +169,27 @@ def artifact_entities(doc: DeploymentDocument, cluster_name: str) -> list[dict[s
     return entities
 
 
-def model_entity(doc: DeploymentDocument, deploy_target: str, artifacts: list[dict[str, Any]] | None = None, status: str = DEPLOYED) -> dict[str, Any]:
+def dataset_reference(location: str, cluster_name: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A batch job's input or output as an Atlas DataSet: (the reference, the entity to upsert or None).
+
+    `hive:db.table` names a table that Atlas's Hive hook registered (`db.table@cluster`): referenced, never
+    created here. `hdfs://…` is an `hdfs_path`, a local path or `file://…` an `fs_path`, both upserted.
+    """
+    if location.startswith("hive:"):
+        table = location.removeprefix("hive:").lower()
+        return {"typeName": "hive_table", "uniqueAttributes": {"qualifiedName": f"{table}@{cluster_name}"}}, None
+    if location.startswith("hdfs://"):
+        entity = {"typeName": "hdfs_path", "attributes": {"qualifiedName": f"{location}@{cluster_name}", "name": location.rsplit("/", 1)[-1],
+                                                          "path": location, "clusterName": cluster_name}}
+    else:
+        path = location.removeprefix("file://")
+        entity = {"typeName": "fs_path", "attributes": {"qualifiedName": f"file://{path}", "name": path.rsplit("/", 1)[-1], "path": path}}
+    reference = {"typeName": entity["typeName"], "uniqueAttributes": {"qualifiedName": entity["attributes"]["qualifiedName"]}}
+    return reference, entity
+
+
+def model_entity(doc: DeploymentDocument, deploy_target: str, artifacts: list[dict[str, Any]] | None = None, status: str = DEPLOYED,
+                 cluster_name: str = "primary") -> dict[str, Any]:
     """The `model` entity for a deployed, archived model: every attribute from the deployment document."""
     if doc.deploy is None or doc.registry is None:
         raise ValueError("a model entity needs a deployment that is archived and serving")
@@ -208,6 +228,9 @@ def model_entity(doc: DeploymentDocument, deploy_target: str, artifacts: list[di
         "deployTarget": deploy_target,
         "artifactChecksums": {f"{doc.registry.path}/{e.path}": e.sha256 for e in doc.manifest},
     }
+    if deploy.inputs or deploy.outputs:  # batch scoring: lineage input -> model -> output
+        attributes["inputs"] = [dataset_reference(location, cluster_name)[0] for location in deploy.inputs]
+        attributes["outputs"] = [dataset_reference(location, cluster_name)[0] for location in deploy.outputs]
     entity: dict[str, Any] = {"typeName": MODEL_TYPE, "attributes": attributes}
     if artifacts:
         references = [{"typeName": a["typeName"], "uniqueAttributes": {"qualifiedName": a["attributes"]["qualifiedName"]}} for a in artifacts]

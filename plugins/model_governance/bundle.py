@@ -58,3 +58,29 @@ def validate_mleap_bundle(path: Path) -> BundleInfo:
         if corrupt:
             raise BundleError(f"{path.name}: {corrupt} is corrupt (CRC mismatch)")
     return BundleInfo(**{key: str(manifest[key]) for key in BUNDLE_KEYS})
+
+
+def validate_spark_pipeline(path: Path) -> str:
+    """A zipped Spark ML PipelineModel (the folder Spark saved): `metadata/part-*` naming the class and
+    `stages/`. Returns the class (e.g. org.apache.spark.ml.PipelineModel)."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except FileNotFoundError:
+        raise BundleError(f"{path}: the serialized model is missing") from None
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise BundleError(f"{path.name}: not a readable zip of a saved Spark pipeline ({exc})") from None
+    with archive:
+        names = archive.namelist()
+        parts = [n for n in names if n.startswith("metadata/part-")]
+        if not parts or not any(n.startswith("stages/") for n in names):
+            raise BundleError(f"{path.name}: no metadata/part-* and stages/ at the zip's root: not a saved Spark ML pipeline")
+        try:
+            metadata = json.loads(archive.read(parts[0]).splitlines()[0])
+        except (ValueError, IndexError) as exc:
+            raise BundleError(f"{path.name}: {parts[0]} is not Spark's JSON metadata ({exc})") from None
+        corrupt = archive.testzip()
+        if corrupt:
+            raise BundleError(f"{path.name}: {corrupt} is corrupt (CRC mismatch)")
+    if "class" not in metadata:
+        raise BundleError(f"{path.name}: {parts[0]} names no class")
+    return str(metadata["class"])

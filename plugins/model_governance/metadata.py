@@ -240,6 +240,8 @@ class DeployFacts:
     input_schema: list[dict[str, Any]] = field(default_factory=list)
     output_schema: list[dict[str, Any]] = field(default_factory=list)
     unchanged: bool = False  # already serving exactly this bundle: verified, left alone
+    inputs: list[str] = field(default_factory=list)  # spark: the datasets the scoring job reads
+    outputs: list[str] = field(default_factory=list)  # spark: the datasets it writes
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ class AtlasCreateModelEntityOperator(BaseOperator):
         self.atlas_conn_id = atlas_conn_id
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from model_governance.atlas_types import MODEL_TYPE, artifact_entities, ensure_model_type, model_entity
+        from model_governance.atlas_types import MODEL_TYPE, artifact_entities, dataset_reference, ensure_model_type, model_entity
         from model_governance.exceptions import AtlasError
         from model_governance.hooks.atlas import AtlasHook
 
@@ -45,8 +45,9 @@ class AtlasCreateModelEntityOperator(BaseOperator):
         ensure_model_type(hook)
         # The files first: the entity refers to them by qualifiedName, so they must exist when it arrives.
         artifacts = artifact_entities(doc, hook.cluster_name)
-        hook.upsert_entities(artifacts)
-        hook.upsert_entities([model_entity(doc, doc.deploy.target, artifacts)])
+        datasets = [dataset_reference(location, hook.cluster_name)[1] for location in doc.deploy.inputs + doc.deploy.outputs]
+        hook.upsert_entities(artifacts + [entity for entity in datasets if entity])
+        hook.upsert_entities([model_entity(doc, doc.deploy.target, artifacts, cluster_name=hook.cluster_name)])
         stored = hook.get_entity(MODEL_TYPE, doc.qualified_name)
         if stored is None:
             raise AtlasError(f"Atlas accepted the entity {doc.qualified_name!r} but does not return it")

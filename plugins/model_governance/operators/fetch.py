@@ -11,7 +11,7 @@ from airflow.sdk import BaseOperator
 from model_governance.exceptions import InvalidInputError
 from model_governance.operators._args import as_bool
 
-HOST_TYPES = ("microservice",)
+HOST_TYPES = ("microservice", "spark")
 
 
 class FetchStagingOperator(BaseOperator):
@@ -44,7 +44,7 @@ class FetchStagingOperator(BaseOperator):
         self.force = force
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from model_governance.bundle import validate_mleap_bundle
+        from model_governance.bundle import validate_mleap_bundle, validate_spark_pipeline
         from model_governance.metadata import DeploymentDocument
         from model_governance.registry import Registry
         from model_governance.staging import stage
@@ -64,6 +64,8 @@ class FetchStagingOperator(BaseOperator):
             if self.host_type == "microservice":
                 bundle = validate_mleap_bundle(staged.folder / staged.executable)
                 self.log.info("MLeap bundle %s: %s format, MLeap %s", bundle.name, bundle.format, bundle.version)
+            else:
+                self.log.info("Spark pipeline: %s", validate_spark_pipeline(staged.folder / staged.executable))
             if registry.already_published(staged.metadata, staged.manifest, force):
                 self.log.info("The registry already holds this exact version: nothing to upload")
             else:
