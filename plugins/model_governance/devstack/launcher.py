@@ -60,6 +60,18 @@ def atlas_password(state_dir: Path) -> str:
     return path.read_text().strip()
 
 
+def spark_local_connection(models_root: Path) -> dict[str, Any] | None:
+    """Spark in local mode with pip's pyspark (its own spark-submit), when it is installed: batch deployments."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pyspark")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    spark_submit = Path(list(spec.submodule_search_locations)[0]) / "bin" / "spark-submit"
+    models_root.mkdir(parents=True, exist_ok=True)
+    return {"conn_type": "spark", "host": "local[1]", "extra": {"models_root": str(models_root), "spark_submit": str(spark_submit)}}
+
+
 def start_devstack(
     state_dir: Path,
     host: str = "127.0.0.1",
@@ -98,4 +110,7 @@ def start_devstack(
         },
         "webhdfs_default": {"conn_type": "webhdfs", "host": host, "port": webhdfs.port, "login": "hdfs"},
     }
+    spark = spark_local_connection(state_dir / "spark-models")
+    if spark:
+        stack.connections["spark_default"] = spark
     return stack
