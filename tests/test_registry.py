@@ -172,3 +172,44 @@ def test_a_stale_lock_is_broken(registry):
     registry.acquire_lock("m", "run-2", wait=0, stale_after=-1)
     assert registry.release_locks("run-1") == []
     assert registry.release_locks("run-2") == ["m"]
+
+
+# -- HDFS only: high availability and interrupted uploads --------------------------------------------------
+def test_ha_namenodes_fail_over_to_the_active_one(tmp_path, monkeypatch):
+    """WebHDFSHook tries each host of the connection: the standby on 127.0.0.2 answers StandbyException."""
+    from hdfs import InsecureClient
+
+    from model_governance.devstack.webhdfs import WebHDFSStandIn
+
+    with WebHDFSStandIn(tmp_path / "hdfs", standby_hosts=("127.0.0.2",)) as hdfs:
+        conn = {"conn_type": "webhdfs", "host": "127.0.0.2,127.0.0.1", "port": hdfs.port, "login": "hdfs"}
+        monkeypatch.setenv("AIRFLOW_CONN_WEBHDFS_DEFAULT", json.dumps(conn))
+        registry = Registry.from_root("hdfs:///model-registry")
+        uploaded, info, doc = publish_run(registry, tmp_path, "manual__ha")
+        assert uploaded == sum(e.size for e in doc.manifest) and info.url == "hdfs://127.0.0.2:8020/model-registry/rental-pricing-prediction/1.1"
+        active = InsecureClient(f"http://127.0.0.1:{hdfs.port}", user="hdfs")
+        assert MANIFEST_FILE in active.list(info.path)
+
+
+def test_an_interrupted_upload_leaves_no_version_and_no_pending_files(tmp_path, monkeypatch):
+    from hdfs import InsecureClient
+
+    from model_governance.devstack.webhdfs import WebHDFSStandIn
+
+    with WebHDFSStandIn(tmp_path / "hdfs") as hdfs:
+        monkeypatch.setenv("AIRFLOW_CONN_WEBHDFS_DEFAULT", json.dumps({"conn_type": "webhdfs", "host": "127.0.0.1", "port": hdfs.port, "login": "hdfs"}))
+        registry = Registry.from_root("hdfs:///model-registry")
+        staged, doc = staged_document(tmp_path, "manual__broken")
+        hdfs.break_upload_after(10_000)  # a connection drops mid-file, then the namenode refuses every write
+        hdfs.fail_next(1000, 503, op="CREATE")
+        with pytest.raises(RegistryError, match="upload of the staged model"):
+            registry.upload_pending(doc.run_id, staged.folder, staged.manifest)
+        hdfs.fail_next(0)
+        client = InsecureClient(f"http://127.0.0.1:{hdfs.port}", user="hdfs")
+        assert client.status(registry.pending_path(doc.run_id), strict=False) is None
+        assert client.status(registry.version_path("rental-pricing-prediction", "1.1"), strict=False) is None
+        with pytest.raises(RegistryError, match="run the fetch step again"):
+            registry.publish(doc)
+        # the retry of the step completes it
+        registry.upload_pending(doc.run_id, staged.folder, staged.manifest)
+        assert registry.publish(doc).uploaded_bytes == sum(e.size for e in staged.manifest)
