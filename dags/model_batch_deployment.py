@@ -24,6 +24,7 @@ from model_governance.operators.atlas import AtlasCreateModelEntityOperator
 from model_governance.operators.fetch import FetchStagingOperator
 from model_governance.operators.registry import CleanUpRunOperator, PublishToRegistryOperator
 from model_governance.operators.spark import SparkBatchDeployOperator
+from model_governance.params import registry_params, staging_param
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"  # the defaults run the shipped example
 DATASET_HELP = "hdfs://<namenode>/<path>, a path the Spark job reads (local mode), or hive:<db>.<table> (a table Atlas's Hive hook registered)"
@@ -38,28 +39,14 @@ with DAG(
     render_template_as_native_obj=True,
     default_args={"retries": 2, "retry_delay": timedelta(seconds=20), "retry_exponential_backoff": 2.0},
     params={
-        "staging": Param(
-            "rental-pricing-batch",
-            type="string",
-            minLength=1,
-            title="Staged model",
-            description=(
-                "Where the owner staged the model (executable/ holds the saved Spark ML pipeline, zipped): a folder "
-                "(absolute, or relative to $MODEL_GOVERNANCE_STAGING_ROOT), git+https://…@ref, an archive URL, or github:/gitlab: owner/repo@ref."
-            ),
-        ),
+        "staging": staging_param("rental-pricing-batch", " (executable/ holds the saved Spark ML pipeline, zipped)"),
         "inputs": Param([str(EXAMPLES / "batch-input" / "listings_to_score.csv")], type="array", items={"type": "string", "minLength": 1}, minItems=1,
                         title="Input datasets", description=f"What the scoring job reads: {DATASET_HELP}."),
         "output": Param("/tmp/model-governance/rental-pricing-scores", type="string", minLength=1,
                         title="Output dataset", description=f"Where the scoring job writes its predictions (parquet): {DATASET_HELP}."),
-        "registry_root": Param("hdfs:///model-registry", type="string", pattern=r"^(hdfs://[^/]*/|file:///|/)", title="Model registry root",
-                               description="hdfs:///<path> (through the WebHDFS connection) or an absolute local folder (dev mode)."),
-        "force": Param(False, type="boolean", title="Replace a conflicting registry version",
-                       description="Publish even if the registry holds this model version with different content."),
         "spark_conn_id": Param("spark_default", type="string", minLength=1, title="Spark connection",
                                description="The Spark provider's connection (master, deploy mode…); its extra models_root is where batch jobs load models."),
-        "webhdfs_conn_id": Param("webhdfs_default", type="string", minLength=1, title="WebHDFS connection", description="Airflow connection of the HDFS namenode(s)."),
-        "atlas_conn_id": Param("atlas_default", type="string", minLength=1, title="Atlas connection", description="Airflow connection of Apache Atlas (http, basic auth)."),
+        **registry_params(),
     },
 ) as dag:
     fetch = FetchStagingOperator(

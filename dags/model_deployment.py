@@ -24,6 +24,7 @@ from model_governance.operators.atlas import AtlasCreateModelEntityOperator
 from model_governance.operators.fetch import FetchStagingOperator
 from model_governance.operators.mleap import MLeapDeployOperator
 from model_governance.operators.registry import CleanUpRunOperator, PublishToRegistryOperator
+from model_governance.params import registry_params, staging_param
 
 with DAG(
     dag_id="model_deployment",
@@ -35,46 +36,16 @@ with DAG(
     render_template_as_native_obj=True,  # `force` stays a bool, the document a dict
     default_args={"retries": 2, "retry_delay": timedelta(seconds=20), "retry_exponential_backoff": 2.0},
     params={
-        "staging": Param(
-            "rental-pricing-prediction",
-            type="string",
-            minLength=1,
-            title="Staged model",
-            description=(
-                "Where the owner staged the model: a folder (absolute, or relative to the staging root "
-                "$MODEL_GOVERNANCE_STAGING_ROOT), a git repository at a branch, tag or commit "
-                "(git+https://host/repo.git@ref), an archive URL (GitHub zipball, GitLab archive, .zip, .tar.gz) "
-                "or github:owner/repo@ref / gitlab:group/repo@ref. Credentials: the staging_default connection."
-            ),
-            examples=["rental-pricing-prediction", "/srv/staging/rental-pricing-prediction", "git+https://git.example.com/pricing/rental.git@v1.1", "github:acme/rental-pricing@v1.1"],
-        ),
-        "registry_root": Param(
-            "hdfs:///model-registry",
-            type="string",
-            pattern=r"^(hdfs://[^/]*/|file:///|/)",
-            title="Model registry root",
-            description=(
-                "hdfs:///<path> stores versions in HDFS through the WebHDFS connection; an absolute local "
-                "folder (or file:///<path>) is dev mode, for one machine or a shared mount."
-            ),
-            examples=["hdfs:///model-registry", "/srv/model-registry"],
-        ),
+        "staging": staging_param("rental-pricing-prediction"),
         "host_type": Param(
             "microservice",
             type="string",
             enum=["microservice"],
             title="Host type",
-            description="Where the model serves: a microservice is MLeap serving.",
-        ),
-        "force": Param(
-            False,
-            type="boolean",
-            title="Replace a conflicting registry version",
-            description="Publish even if the registry holds this model version with different content (replaces it).",
+            description="Where the model serves: a microservice is MLeap serving (batch scoring in Spark: model_batch_deployment).",
         ),
         "mleap_conn_id": Param("mleap_default", type="string", minLength=1, title="MLeap serving connection", description="Airflow connection of the MLeap serving host (http)."),
-        "webhdfs_conn_id": Param("webhdfs_default", type="string", minLength=1, title="WebHDFS connection", description="Airflow connection of the HDFS namenode(s), used when the registry is on HDFS."),
-        "atlas_conn_id": Param("atlas_default", type="string", minLength=1, title="Atlas connection", description="Airflow connection of Apache Atlas (http, basic auth)."),
+        **registry_params(),
     },
 ) as dag:
     fetch = FetchStagingOperator(

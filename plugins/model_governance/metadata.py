@@ -256,6 +256,11 @@ class DeploymentDocument:
     run_id: str
     registry: RegistryInfo | None = None
     deploy: DeployFacts | None = None
+    run_key: str = ""  # the run id, plus the map index in a mapped task group: its pending upload and lock
+
+    @property
+    def work_key(self) -> str:
+        return self.run_key or self.run_id
 
     @property
     def deploy_name(self) -> str:
@@ -295,4 +300,5 @@ class DeploymentDocument:
             run_id=data["run_id"],
             registry=RegistryInfo(**data["registry"]) if data.get("registry") else None,
             deploy=DeployFacts(**data["deploy"]) if data.get("deploy") else None,
+            run_key=data.get("run_key", ""),
         )

@@ -177,7 +177,8 @@ class WebHDFSStore:
         return files
 
     def write_file(self, path: str, stream: BinaryIO, size: int) -> None:
-        self.client.write(path, data=stream, overwrite=True)
+        # 1 MiB chunks, sent chunked: a file object would be sent by http.client in 8 KiB reads, half as fast
+        self.client.write(path, data=iter(stream), overwrite=True)
 
     def create_exclusive(self, path: str, data: bytes) -> bool:
         from hdfs.util import HdfsError
@@ -413,7 +414,7 @@ class Registry:
     def publish(self, doc: DeploymentDocument, force: bool = False) -> RegistryInfo:
         """Put the run's pending upload in place as the model version, or confirm the same version is there."""
         target = self.version_path(doc.model.slug, doc.model.version)
-        pending = self.pending_path(doc.run_id)
+        pending = self.pending_path(doc.work_key)
         if self.already_published(doc.model, doc.manifest, force):
             log.info("%s already holds this exact content: nothing to publish", self.store.url(target))
             self.store.delete(pending)
@@ -423,7 +424,7 @@ class Registry:
         self.verify(pending, doc.manifest)
         self._write_manifest(pending, doc)
         if self.store.exists(target):  # force, and the old content differs
-            self._replace(pending, target, doc.run_id)
+            self._replace(pending, target, doc.work_key)
         else:
             self._rename_into_place(pending, target)
         self.verify(target, doc.manifest)

@@ -12,9 +12,8 @@ import json
 from functools import cached_property
 from typing import Any
 
-from airflow.sdk import BaseHook
-
 from model_governance.exceptions import AtlasError
+from model_governance.hooks._service import ServiceHook
 from model_governance.retry import with_retries
 
 API = "/api/atlas/v2"
@@ -29,28 +28,16 @@ def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, (requests.ConnectionError, requests.Timeout))
 
 
-class AtlasHook(BaseHook):
+class AtlasHook(ServiceHook):
     conn_name_attr = "atlas_conn_id"
     default_conn_name = "atlas_default"
     conn_type = "http"
     hook_name = "Apache Atlas"
+    default_timeout = 30.0
 
     def __init__(self, atlas_conn_id: str = default_conn_name, timeout: float | None = None, retry_backoff: float = 0.5):
-        super().__init__()
+        super().__init__(atlas_conn_id, timeout, retry_backoff)
         self.atlas_conn_id = atlas_conn_id
-        self._timeout = timeout
-        self.retry_backoff = retry_backoff
-
-    @property
-    def timeout(self) -> float:
-        """Seconds to wait for an answer: the argument, else the connection's extra `timeout`, else 30."""
-        if self._timeout is not None:
-            return self._timeout
-        return float(self.connection.extra_dejson.get("timeout", 30))
-
-    @cached_property
-    def connection(self):
-        return self.get_connection(self.atlas_conn_id)
 
     @property
     def base_url(self) -> str:

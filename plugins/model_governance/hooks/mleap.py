@@ -15,36 +15,24 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from airflow.sdk import BaseHook
 
 from model_governance.exceptions import DeployError, ModelLoadError, ModelVerificationError
+from model_governance.hooks._service import ServiceHook
 from model_governance.retry import TRANSIENT_STATUSES, TransientHTTPError, with_retries
 
 APIS = ("legacy", "spring-boot")
 
 
-class MLeapServingHook(BaseHook):
+class MLeapServingHook(ServiceHook):
     conn_name_attr = "mleap_conn_id"
     default_conn_name = "mleap_default"
     conn_type = "http"
     hook_name = "MLeap serving"
+    default_timeout = 60.0
 
     def __init__(self, mleap_conn_id: str = default_conn_name, timeout: float | None = None, retry_backoff: float = 0.5):
-        super().__init__()
+        super().__init__(mleap_conn_id, timeout, retry_backoff)
         self.mleap_conn_id = mleap_conn_id
-        self._timeout = timeout
-        self.retry_backoff = retry_backoff
-
-    @property
-    def timeout(self) -> float:
-        """Seconds to wait for an answer: the argument, else the connection's extra `timeout`, else 60."""
-        if self._timeout is not None:
-            return self._timeout
-        return float(self.connection.extra_dejson.get("timeout", 60))
-
-    @cached_property
-    def connection(self):
-        return self.get_connection(self.mleap_conn_id)
 
     @property
     def host_port(self) -> str:

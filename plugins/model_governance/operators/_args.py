@@ -26,3 +26,10 @@ def as_document(value: Any) -> DeploymentDocument:
 
         value = json.loads(value)
     return DeploymentDocument.from_json(value)
+
+
+def run_key(context: Any) -> str:
+    """The run's key in the registry's pending area and locks: the run id, plus the map index in a mapped
+    task group (one model of a `model_redeploy` run), so that the groups of one run never share them."""
+    index = getattr(context.get("ti"), "map_index", -1)
+    return context["run_id"] if index is None or index < 0 else f"{context['run_id']}#{index}"

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 from airflow.sdk import BaseOperator
 
 from model_governance.exceptions import InvalidInputError
-from model_governance.operators._args import as_bool
+from model_governance.operators._args import as_bool, run_key
 
 HOST_TYPES = ("microservice", "spark")
 
@@ -60,7 +60,8 @@ class FetchStagingOperator(BaseOperator):
                 staged.metadata.name, staged.metadata.version, staged.source.location, staged.source.revision,
                 len(staged.manifest), sum(e.size for e in staged.manifest), staged.executable,
             )
-            registry.acquire_lock(staged.metadata.slug, context["run_id"])  # released by the clean-up task
+            key = run_key(context)
+            registry.acquire_lock(staged.metadata.slug, key)  # released by the clean-up task
             if self.host_type == "microservice":
                 bundle = validate_mleap_bundle(staged.folder / staged.executable)
                 self.log.info("MLeap bundle %s: %s format, MLeap %s", bundle.name, bundle.format, bundle.version)
@@ -69,7 +70,7 @@ class FetchStagingOperator(BaseOperator):
             if registry.already_published(staged.metadata, staged.manifest, force):
                 self.log.info("The registry already holds this exact version: nothing to upload")
             else:
-                registry.upload_pending(context["run_id"], staged.folder, staged.manifest)
+                registry.upload_pending(key, staged.folder, staged.manifest)
         doc = DeploymentDocument(
             model=staged.metadata,
             source=staged.source,
@@ -77,5 +78,6 @@ class FetchStagingOperator(BaseOperator):
             executable=staged.executable,
             dag_id=context["dag"].dag_id,
             run_id=context["run_id"],
+            run_key=key,
         )
         return doc.to_json()

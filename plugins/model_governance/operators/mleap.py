@@ -81,7 +81,7 @@ class MLeapDeployOperator(BaseOperator):
         if facts is None and hook.api == "legacy":
             facts = self._deploy_legacy(hook, bundle, self._previous_bundle(hook, registry, current), sample)
         elif facts is None:
-            facts = self._deploy_spring_boot(hook, bundle, name, doc.run_id, sample)
+            facts = self._deploy_spring_boot(hook, bundle, name, doc.work_key, sample)
         deploy = DeployFacts(
             host_type="microservice",
             host_port=hook.host_port,

@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 from airflow.sdk import BaseOperator
 
-from model_governance.operators._args import as_bool, as_document
+from model_governance.operators._args import as_bool, as_document, run_key
 
 
 class PublishToRegistryOperator(BaseOperator):
@@ -58,7 +58,8 @@ class CleanUpRunOperator(BaseOperator):
         from model_governance.registry import Registry
 
         registry = Registry.from_root(self.registry_root, self.webhdfs_conn_id)
-        if registry.discard_pending(context["run_id"]):
-            self.log.info("Removed %s", registry.store.url(registry.pending_path(context["run_id"])))
-        for slug in registry.release_locks(context["run_id"]):
+        key = run_key(context)
+        if registry.discard_pending(key):
+            self.log.info("Removed %s", registry.store.url(registry.pending_path(key)))
+        for slug in registry.release_locks(key):
             self.log.info("Released the deployment lock of %s", slug)

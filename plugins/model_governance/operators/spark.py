@@ -95,7 +95,7 @@ class SparkBatchDeployOperator(BaseOperator):
             if models.already_published(doc.model, manifest, force=True):
                 self.log.info("%s already holds this pipeline", models.store.url(target))
             else:
-                models.upload_pending(doc.run_id, folder, manifest)
+                models.upload_pending(doc.work_key, folder, manifest)
                 models.publish(dataclasses.replace(doc, manifest=manifest), force=True)
         model_location = models.store.url(target)
         output = self.output_dataset.strip()

@@ -1,0 +1,54 @@
+"""The params the deployment DAGs share, written once: each has a title, a description and a default that
+works with the connections `model-governance devstack` prints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+SOURCES = (
+    "a folder (absolute, or relative to the staging root $MODEL_GOVERNANCE_STAGING_ROOT), a git repository at a "
+    "branch, tag or commit (git+https://host/repo.git@ref), an archive URL (GitHub zipball, GitLab archive, .zip, "
+    ".tar.gz) or github:owner/repo@ref / gitlab:group/repo@ref. Credentials: the staging_default connection."
+)
+
+
+def staging_param(default: str, holds: str = "") -> Any:
+    from airflow.sdk import Param
+
+    return Param(
+        default,
+        type="string",
+        minLength=1,
+        title="Staged model",
+        description=f"Where the owner staged the model{holds}: {SOURCES}",
+        examples=[default, f"/srv/staging/{default}", "git+https://git.example.com/pricing/rental.git@v1.1", "github:acme/rental-pricing@v1.1"],
+    )
+
+
+def registry_params() -> dict[str, Any]:
+    """registry_root, force, and the WebHDFS and Atlas connections."""
+    from airflow.sdk import Param
+
+    return {
+        "registry_root": Param(
+            "hdfs:///model-registry",
+            type="string",
+            pattern=r"^(hdfs://[^/]*/|file:///|/)",
+            title="Model registry root",
+            description=(
+                "hdfs:///<path> stores versions in HDFS through the WebHDFS connection; an absolute local "
+                "folder (or file:///<path>) is dev mode, for one machine or a shared mount."
+            ),
+            examples=["hdfs:///model-registry", "/srv/model-registry"],
+        ),
+        "force": Param(
+            False,
+            type="boolean",
+            title="Replace a conflicting registry version",
+            description="Publish even if the registry holds this model version with different content (replaces it).",
+        ),
+        "webhdfs_conn_id": Param("webhdfs_default", type="string", minLength=1, title="WebHDFS connection",
+                                 description="Airflow connection of the HDFS namenode(s), used when the registry is on HDFS."),
+        "atlas_conn_id": Param("atlas_default", type="string", minLength=1, title="Atlas connection",
+                               description="Airflow connection of Apache Atlas (http, basic auth)."),
+    }

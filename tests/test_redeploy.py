@@ -1,0 +1,47 @@
+"""`model_redeploy` in-process (`dag.test()`): several models in one run, one mapped task group each, and
+a second run that finds every model current and leaves it alone."""
+
+from __future__ import annotations
+
+import json
+
+import requests
+
+from tests.helpers import DAGS, stage_variant
+
+
+def test_several_models_in_one_run_then_all_left_alone(devstack, airflow_db, tmp_path, monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+    from hdfs import InsecureClient
+
+    from model_governance.devstack.mleap import MLeapStandIn
+
+    models_dir = tmp_path / "spring-models"
+    models_dir.mkdir()
+    with MLeapStandIn(tmp_path / "spring", api="spring-boot", mounts={"/models": models_dir}) as spring:
+        monkeypatch.setenv("AIRFLOW_CONN_MLEAP_SPRING", json.dumps(
+            {"conn_type": "http", "host": "127.0.0.1", "port": spring.port, "extra": {"api": "spring-boot", "models_dir": str(models_dir)}}))
+        models = [{"staging": str(stage_variant(tmp_path / "staging", f"model {i}", "1.0", microservice_endpoint=f"m{i}"))} for i in range(3)]
+        manifest = tmp_path / "redeploy.yaml"
+        manifest.write_text(json.dumps({"defaults": {"mleap_conn_id": "mleap_spring"}, "models": models}))
+        monkeypatch.setenv("MODEL_GOVERNANCE_REDEPLOY_MANIFEST", str(manifest))
+        dag = DagBag(dag_folder=str(DAGS / "model_redeploy.py")).dags["model_redeploy"]
+
+        first = dag.test()
+        assert first.state == "success", {(ti.task_id, ti.map_index): ti.state for ti in first.get_task_instances()}
+        assert sorted(spring.models) == ["m0", "m1", "m2"]
+        hdfs = InsecureClient(f"http://127.0.0.1:{devstack.webhdfs.port}", user="hdfs")
+        assert sorted(hdfs.list("/model-registry")) == [".locks", ".pending", "model-0", "model-1", "model-2"]
+        assert hdfs.list("/model-registry/.pending") == [] and hdfs.list("/model-registry/.locks") == []
+
+        second = dag.test()
+        assert second.state == "success"
+        deploys = [ti.xcom_pull(task_ids="redeploy.deploy_model", map_indexes=ti.map_index)
+                   for ti in second.get_task_instances() if ti.task_id == "redeploy.deploy_model"]
+        assert len(deploys) == 3 and all(doc["deploy"]["unchanged"] for doc in deploys)
+        assert all(doc["registry"]["uploaded_bytes"] == 0 for doc in deploys)
+
+    conn = devstack.connections["atlas_default"]
+    found = requests.post(f"http://127.0.0.1:{conn['port']}/api/atlas/v2/search/basic", auth=(conn["login"], conn["password"]),
+                          json={"typeName": "model", "attributes": ["dagRunId"], "limit": 10}, timeout=10).json()["entities"]
+    assert len(found) == 3 and {e["attributes"]["dagRunId"] for e in found} == {first.run_id}  # left alone by the second run
