@@ -130,3 +130,19 @@ def test_fault(fault, dag, stack, tmp_path):
         raise
     RESULTS.append((fault, outcome))
     assert outcome == expected, {ti.task_id: ti.state for ti in run.get_task_instances()}
+
+
+def test_wrong_atlas_credentials_fail_at_once_with_a_clear_error(dag, stack, monkeypatch, capfd):
+    """No retry storm: the 401 is an answer, so neither the hook nor Airflow asks again; nothing changes."""
+    conn = {**stack.connections["atlas_default"], "password": "not-the-password"}
+    monkeypatch.setenv("AIRFLOW_CONN_ATLAS_DEFAULT", json.dumps(conn))
+    before = stack.atlas.requests_received
+    run = dag.test(run_conf={"staging": str(EXAMPLE_STAGING)})
+    states = {ti.task_id: (ti.state, ti.try_number) for ti in run.get_task_instances()}
+    # the deploy step asks Atlas what serves now before it changes anything: it stops there, at once
+    assert run.state == "failed" and states["deploy_model"] == ("failed", 1) and states["register_in_atlas"][0] == "upstream_failed"
+    assert stack.atlas.requests_received - before == 1
+    assert predict(stack) is None  # nothing was deployed
+    logged = "".join(capfd.readouterr())
+    assert "answered 401: authentication failed: check the Atlas connection's login and password" in logged
+    assert "not-the-password" not in logged

@@ -55,3 +55,8 @@ class AtlasError(ModelGovernanceError):
         super().__init__(message)
         self.status = status
         self.error_code = error_code
+
+
+class AtlasRefusedError(AtlasError, AirflowFailException):
+    """Atlas answered 4xx (wrong credentials, a type conflict…): asking again repeats the answer, so the
+    task fails at once, without Airflow's retries."""

@@ -37,6 +37,7 @@ PENDING_DIR = ".pending"
 TRASH_DIR = ".trash"
 LOCKS_DIR = ".locks"
 CHUNK = 1024 * 1024
+UPLOAD_CHUNK = 64 * 1024  # a request body goes out in chunks of this size, as the hdfs client sends them
 PROGRESS_EVERY_BYTES = 256 * 1024 * 1024
 
 
@@ -228,7 +229,7 @@ class ProgressReader:
         return data
 
     def __iter__(self) -> Iterator[bytes]:
-        return iter(lambda: self.read(CHUNK), b"")
+        return iter(lambda: self.read(UPLOAD_CHUNK), b"")
 
 
 def run_path_segment(run_id: str) -> str:

@@ -136,6 +136,7 @@ class AtlasStandIn:
         self.lock = threading.RLock()
         self._fault_lock = threading.Lock()
         self._fail_count, self._fail_status, self._hang, self._hang_times = 0, 503, 0.0, 0
+        self.requests_received = 0  # for tests that check a client does not ask again and again
         self._local_ids = itertools.count(time.time_ns() // 1000 % 10**13)
         self.defs: dict[str, dict[str, Any]] = {}
         self.user_types: set[str] = set()
@@ -178,6 +179,7 @@ class AtlasStandIn:
 
     def _take_fault(self) -> tuple[int | None, float]:
         with self._fault_lock:
+            self.requests_received += 1
             delay = self._hang if self._hang_times > 0 else 0.0
             self._hang_times = max(0, self._hang_times - 1)
             if self._fail_count > 0:

@@ -12,7 +12,7 @@ import json
 from functools import cached_property
 from typing import Any
 
-from model_governance.exceptions import AtlasError
+from model_governance.exceptions import AtlasError, AtlasRefusedError
 from model_governance.hooks._service import ServiceHook
 from model_governance.retry import with_retries
 
@@ -182,4 +182,5 @@ def _atlas_error(exc: Any, method: str, path: str) -> AtlasError:
     if code:
         text += f" {code}"
     text += f": {message or (exc.details or '').strip()[:500] or exc.message}"
-    return AtlasError(text, status=exc.code, error_code=code)
+    refused = exc.code is not None and 400 <= exc.code < 500  # an answer, not a failure: no retries
+    return (AtlasRefusedError if refused else AtlasError)(text, status=exc.code, error_code=code)
