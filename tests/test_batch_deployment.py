@@ -75,3 +75,45 @@ def test_a_staged_mleap_bundle_is_refused_for_spark(devstack, airflow_db, tmp_pa
     run = dag.test(run_conf={"staging": str(PROJECT / "examples/staging/rental-pricing-prediction"), "inputs": [str(INPUT)], "output": str(tmp_path / "o")})
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert run.state == "failed" and states["fetch_staging"] == "failed" and states["deploy_model"] == "upstream_failed"
+
+
+def test_hive_tables_are_lineage_ends_as_atlas_hive_hook_registered_them(devstack, tmp_path):
+    """`hive:db.table` names a table Atlas's Hive hook registered: the deployment refers to it, never makes it."""
+    from model_governance.metadata import DeployFacts
+    from model_governance.operators.atlas import AtlasCreateModelEntityOperator
+
+    conn = devstack.connections["atlas_default"]
+    hive_db = {"typeName": "hive_db", "attributes": {"qualifiedName": "sales@primary", "name": "sales", "clusterName": "primary"}}
+    table = {"typeName": "hive_table", "attributes": {"qualifiedName": "sales.listings@primary", "name": "listings",
+                                                      "db": {"typeName": "hive_db", "uniqueAttributes": {"qualifiedName": "sales@primary"}}}}
+    for entity in (hive_db, table):
+        created = requests.post(f"http://127.0.0.1:{conn['port']}/api/atlas/v2/entity/bulk", auth=(conn["login"], conn["password"]),
+                                json={"entities": [entity]}, timeout=10)
+        assert created.status_code == 200, created.text
+
+    from model_governance.metadata import DeploymentDocument
+    from model_governance.registry import Registry
+    from model_governance.staging import stage
+
+    staged = stage(str(STAGING), tmp_path, require_endpoint=False)
+    doc = DeploymentDocument(staged.metadata, staged.source, staged.manifest, staged.executable, "model_batch_deployment", "manual__hive")
+    registry = Registry.from_root(str(tmp_path / "registry"))
+    registry.upload_pending(doc.run_id, staged.folder, staged.manifest)
+    info = registry.publish(doc)
+    facts = DeployFacts(host_type="spark", host_port="yarn", endpoint_url="hdfs://nn:8020/spark-models/rental-pricing-batch/1.0",
+                        serialized_object="rental_pricing_lr.spark.zip", deployed_at="2026-11-25T00:00:00+00:00",
+                        target="spark:hdfs://nn:8020/spark-models/rental-pricing-batch", scoring_url="",
+                        inputs=["hive:Sales.Listings"], outputs=["hdfs://nn:8020/scores/rental"])
+    document = doc.with_registry(info).with_deploy(facts).to_json()
+    registered = AtlasCreateModelEntityOperator(task_id="register", document=document).execute({})
+
+    lineage = atlas(devstack, f"/lineage/{registered['guid']}", direction="BOTH", depth=3)
+    by_guid = {guid: (header["typeName"], header["attributes"]["qualifiedName"]) for guid, header in lineage["guidEntityMap"].items()}
+    edges = {(by_guid[r["fromEntityId"]], by_guid[r["toEntityId"]]) for r in lineage["relations"]}
+    model = ("model", "rental-pricing-batch-v1.0@yarn")
+    assert edges == {(("hive_table", "sales.listings@primary"), model), (model, ("hdfs_path", "hdfs://nn:8020/scores/rental@primary"))}
+
+    # a table Atlas does not know is a clear error naming it
+    facts = DeployFacts(**{**facts.__dict__, "inputs": ["hive:sales.unknown"]})
+    with pytest.raises(Exception, match="sales.unknown@primary"):
+        AtlasCreateModelEntityOperator(task_id="register", document=doc.with_registry(info).with_deploy(facts).to_json()).execute({})

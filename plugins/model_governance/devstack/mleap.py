@@ -551,16 +551,34 @@ class MLeapStandIn:
         return None
 
     def load(self, server_path: str | None, uri: str = "") -> Bundle:
-        """Load a bundle by its path on the server (None: a URI the stand-in cannot fetch), taking load_delay."""
+        """Load a bundle by its path on the server, or (None) by its http(s) URI, taking load_delay."""
         time.sleep(self.load_delay)
+        if server_path is None and uri.startswith(("http://", "https://")):
+            return self._load_url(uri)
         if server_path is None:
-            raise LoadError(f"BundleException: no repository can handle {uri!r} (the stand-in reads file: URIs)")
+            raise LoadError(f"BundleException: no repository can handle {uri!r}")
         if not server_path:
             raise LoadError("BundleException: file path cannot be empty")
         file = self.resolve(server_path)
         if file is None:
             raise LoadError(f"file does not exist {server_path}")
         return load_bundle(file, server_path)
+
+    def _load_url(self, uri: str) -> Bundle:
+        """MLeap's http(s) repository: a GET with no credentials, redirects followed, into a temp file."""
+        import tempfile
+        import urllib.error
+        import urllib.request
+
+        with tempfile.TemporaryDirectory(dir=self.state_dir) as folder:
+            file = Path(folder) / "bundle.zip"
+            try:
+                with urllib.request.urlopen(uri, timeout=30) as answer, file.open("wb") as out:
+                    while chunk := answer.read(1 << 20):
+                        out.write(chunk)
+            except (urllib.error.URLError, OSError) as exc:
+                raise LoadError(f"BundleException: could not download {uri}: {exc}") from None
+            return load_bundle(file, uri)
 
     def _load_named(self, entry: dict[str, Any]) -> None:
         """spring-boot's background load: a failure drops the model, so later requests answer 404."""
