@@ -138,3 +138,19 @@ def test_transient_server_errors_are_retried(dag, serving, first_version, devsta
     assert run.state == "success", states
     assert {ti.task_id: ti.try_number for ti in run.get_task_instances()}["deploy_model"] == 1  # retried inside the hook
     assert predict(serving) == pytest.approx(first_version - SHIFT)
+
+
+def test_spring_boot_fetches_the_bundle_from_webhdfs_itself(dag, devstack, tmp_path, monkeypatch, airflow_db):
+    """`delivery: webhdfs`: no models folder; MLeap opens the registry's WebHDFS OPEN URL and follows the redirect."""
+    from model_governance.devstack.mleap import MLeapStandIn
+
+    with MLeapStandIn(tmp_path / "spring", api="spring-boot") as spring:  # no mounts: it can only fetch
+        monkeypatch.setenv("AIRFLOW_CONN_MLEAP_SPRING", json.dumps(
+            {"conn_type": "http", "host": "127.0.0.1", "port": spring.port, "extra": {"api": "spring-boot", "delivery": "webhdfs"}}))
+        run, states = deploy(dag, ("spring-boot", "mleap_spring", spring.url, spring), EXAMPLE_STAGING)
+        assert run.state == "success", states
+        model = requests.get(f"{spring.url}/models/target", timeout=10).json()
+        webhdfs = devstack.connections["webhdfs_default"]["port"]
+        assert model["uri"] == (f"http://127.0.0.1:{webhdfs}/webhdfs/v1/model-registry/rental-pricing-prediction/1.1/"
+                                "executable/airbnb.model.lr.zip?op=OPEN&user.name=hdfs")
+        assert predict(("spring-boot", "mleap_spring", spring.url, spring)) is not None

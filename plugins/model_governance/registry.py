@@ -132,9 +132,10 @@ class WebHDFSStore:
     Every call is retried with backoff on connection errors and Hadoop's transient exceptions; a write
     is retried whole, by the registry, which can reopen the file."""
 
-    def __init__(self, client: Any, default_fs: str):
+    def __init__(self, client: Any, default_fs: str, user: str | None = None):
         self.client = client
         self.default_fs = default_fs.rstrip("/")
+        self.user = user
 
     @classmethod
     def from_connection(cls, conn_id: str) -> "WebHDFSStore":
@@ -145,10 +146,17 @@ class WebHDFSStore:
         # Stakeholders follow hdfs:// URLs, not WebHDFS ones: the cluster's fs.defaultFS if the connection
         # names it, else the first namenode on HDFS's usual RPC port.
         default_fs = conn.extra_dejson.get("default_fs") or f"hdfs://{(conn.host or 'localhost').split(',')[0]}:8020"
-        return cls(hook.get_conn(), default_fs)
+        return cls(hook.get_conn(), default_fs, conn.login)
 
     def kind(self) -> str:
         return "hdfs"
+
+    def open_url(self, path: str) -> str:
+        """The WebHDFS OPEN URL of a file on the namenode in use: what a server fetches it by, without credentials."""
+        from urllib.parse import quote
+
+        query = "op=OPEN" + (f"&user.name={quote(self.user)}" if self.user else "")
+        return f"{self.client.url.rstrip('/')}/webhdfs/v1{quote(path)}?{query}"
 
     def _retry(self, call: Any, what: str) -> Any:
         return with_retries(call, f"WebHDFS {what}", transient=is_transient_hdfs)

@@ -63,6 +63,14 @@ class MLeapServingHook(ServiceHook):
         return Path(folder)
 
     @property
+    def delivery(self) -> str:
+        """How the bundle reaches the server: `models_dir` (copied to the folder it mounts) or `webhdfs`."""
+        delivery = self.connection.extra_dejson.get("delivery", "models_dir")
+        if delivery not in ("models_dir", "webhdfs"):
+            raise DeployError(f"connection {self.mleap_conn_id!r}: extra delivery {delivery!r} must be models_dir or webhdfs")
+        return delivery
+
+    @property
     def models_mount(self) -> str:
         return self.connection.extra_dejson.get("models_mount", "/models").rstrip("/")
 

@@ -116,7 +116,7 @@ class MLeapDeployOperator(BaseOperator):
                 outputs = check_scoring(hook.transform(sample), sample, None) if sample else []
                 return {"scoring_url": f"{hook.base_url}/transform", **legacy_schemas(schema, outputs)}
             model = hook.get_model(name)
-            if model is None or model.get("uri") != f"file:{bundle}":
+            if model is None or model.get("uri") != bundle:
                 return None
             meta = hook.wait_loaded(name, self.load_timeout)
             expected = [f["name"] for f in meta.get("outputSchema", {}).get("fields", [])]
@@ -129,15 +129,26 @@ class MLeapDeployOperator(BaseOperator):
 
     # -- getting the bundle to the server -------------------------------------------------------------------
     def _deliver(self, hook: Any, registry: Any, version_path: str, slug: str, version: str, executable: str, sha256: str) -> str:
-        """Copy the archived bundle into the server's models folder; the path as the server sees it."""
-        from model_governance.bundle import validate_mleap_bundle
+        """Where the server reads the archived bundle: a path (legacy) or a URI (spring-boot).
 
+        The models folder: copied there (sha256 checked), `/models/<slug>/<version>/<file>` as the server
+        sees it. Spring-boot with the connection's extra `delivery` = `webhdfs`: the registry's WebHDFS
+        OPEN URL, which MLeap fetches itself (no credentials, redirect followed: an insecure cluster only).
+        """
+        from model_governance.bundle import validate_mleap_bundle
+        from model_governance.exceptions import DeployError
+
+        if hook.delivery == "webhdfs":
+            if hook.api != "spring-boot" or registry.store.kind() != "hdfs":
+                raise DeployError(f"connection {hook.mleap_conn_id!r}: delivery webhdfs needs the spring-boot API and a registry on HDFS")
+            return registry.store.open_url(posixpath.join(version_path, executable))
         # One folder per model version on the server's volume: older versions stay loadable for a rollback.
         relative = posixpath.join(slug, version, posixpath.basename(executable))
         local = hook.models_dir / relative
         registry.download(posixpath.join(version_path, executable), local, sha256)
         validate_mleap_bundle(local)
-        return f"{hook.models_mount}/{relative}"
+        path = f"{hook.models_mount}/{relative}"
+        return path if hook.api == "legacy" else f"file:{path}"
 
     def _sample(self, registry: Any, doc: Any) -> dict[str, Any] | None:
         from model_governance.exceptions import BundleError
@@ -198,7 +209,7 @@ class MLeapDeployOperator(BaseOperator):
     def _deploy_spring_boot(self, hook: Any, bundle: str, name: str, run_id: str, sample: dict[str, Any] | None) -> dict[str, Any]:
         import hashlib
 
-        uri = f"file:{bundle}"
+        uri = bundle
         candidate = f"{name}-candidate-{hashlib.sha256(run_id.encode()).hexdigest()[:8]}"
         hook.unload_model(candidate)  # left over by an interrupted attempt of this run
         hook.submit_model(candidate, uri)
