@@ -234,7 +234,58 @@ def bench_scale(counts: tuple[int, ...] = (1, 10, 50)) -> dict[str, str]:
     return figures
 
 
-BENCHMARKS = {"parse": bench_parse, "push": bench_push, "deploy": bench_deploy, "rerun": bench_rerun, "scale": bench_scale}
+def bench_swap(load_delay: float = 0.5) -> dict[str, str]:
+    """How long a spring-boot redeploy leaves `/models/<name>/transform` unserved: a probe scores the sample
+    every 2 ms while version 1.1 replaces 1.0. The stand-in takes `load_delay` seconds to load a bundle."""
+    import threading
+
+    import requests
+
+    from model_governance.devstack.mleap import MLeapStandIn
+
+    with Stack() as stack:
+        models_dir = stack.folder / "spring-models"
+        models_dir.mkdir()
+        with MLeapStandIn(stack.folder / "spring", api="spring-boot", mounts={"/models": models_dir}, load_delay=load_delay) as spring:
+            os.environ["AIRFLOW_CONN_MLEAP_SPRING"] = json.dumps(
+                {"conn_type": "http", "host": "127.0.0.1", "port": spring.port, "extra": {"api": "spring-boot", "models_dir": str(models_dir)}})
+            dag = load_dag("model_deployment")
+            conf = {"mleap_conn_id": "mleap_spring"}
+            assert dag.test(run_conf={**conf, "staging": str(stage_variant(stack.folder / "staging", version="1.0"))}).state == "success"
+            sample = (EXAMPLE_STAGING / "samples" / "leapframe.json").read_bytes()
+            gaps, latencies, failed, done = [], [], [0], threading.Event()
+
+            def probe() -> None:
+                session, down_since = requests.Session(), None
+                while not done.is_set():
+                    asked = time.perf_counter()
+                    answer = session.post(f"{spring.url}/models/target/transform", data=sample, headers={"Content-Type": "application/json"})
+                    served = answer.status_code == 200 and answer.json().get("status") != "STATUS_ERROR"
+                    now = time.perf_counter()
+                    latencies.append(now - asked)
+                    failed[0] += not served
+                    if not served and down_since is None:
+                        down_since = now
+                    elif served and down_since is not None:
+                        gaps.append(now - down_since)
+                        down_since = None
+                    time.sleep(0.002)
+
+            watcher = threading.Thread(target=probe)
+            watcher.start()
+            try:
+                assert dag.test(run_conf={**conf, "staging": str(EXAMPLE_STAGING)}).state == "success"
+                time.sleep(0.2)
+            finally:
+                done.set()
+                watcher.join()
+    return {"bundle load time (stand-in)": f"{load_delay * 1000:.0f} ms",
+            "probe requests during the redeploy": f"{len(latencies)}, {failed[0]} not served",
+            "unserved windows (404 between unload and load)": ", ".join(f"{gap * 1000:.1f} ms" for gap in gaps) or "none",
+            "longest probe answer (waiting on the load)": f"{max(latencies) * 1000:.0f} ms"}
+
+
+BENCHMARKS = {"parse": bench_parse, "push": bench_push, "deploy": bench_deploy, "rerun": bench_rerun, "scale": bench_scale, "swap": bench_swap}
 
 
 def machine() -> str:
