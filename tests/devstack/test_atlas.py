@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 import requests
@@ -13,7 +12,7 @@ from model_governance.devstack.atlas import AtlasStandIn
 from tests.helpers import PROJECT
 
 PASSWORD = "s3cret-for-tests"
-SEED = PROJECT.parent / "shared" / "seed" / "000_e7c7d252965a7f6c.txt"
+SEED_TYPEDEF = PROJECT / "tests" / "data" / "seed_model_typedef.json"  # the seed's curl -d body, verbatim
 
 
 @pytest.fixture
@@ -47,8 +46,8 @@ def error(response, status, code, message=None):
 
 
 def seed_typedef() -> dict:
-    """The seed's original `model` typedef: the JSON after curl's -d."""
-    return json.loads(re.search(r"-d '(\{.*\})'", SEED.read_text()).group(1))
+    """The seed's original `model` typedef (the JSON its script posts with curl -d)."""
+    return json.loads(SEED_TYPEDEF.read_text())
 
 
 THING = {  # a small DataSet subtype with the kinds of attributes the project uses, a dotted name among them

@@ -182,10 +182,9 @@ def test_other_bundles_score_or_load_without_scoring(legacy, models_dir):
     assert requests.post(f"{legacy.url}/transform", json=frame, timeout=5).status_code == 500
 
 
-REFERENCE = Path("/work/shared/reference/mleap-bundles")
+REFERENCE = Path(__file__).resolve().parents[1] / "data" / "mleap-bundles"  # copies of the shared reference bundles
 
 
-@pytest.mark.skipif(not REFERENCE.is_dir(), reason="the reference bundles are not on this machine")
 @pytest.mark.parametrize("name, inputs, expected", [("demo.zip", ["demo:a", "demo:c", "demo:d"], None),
                                                     ("sklearn_lr_pipeline.zip", ["a", "b", "c"], 14.5)])
 def test_reference_bundles(tmp_path, name, inputs, expected):
