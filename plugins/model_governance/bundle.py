@@ -27,15 +27,19 @@ class BundleInfo:
     timestamp: str
 
 
-def validate_mleap_bundle(path: Path) -> BundleInfo:
-    """Open the bundle and check what MLeap needs to load it; BundleError says what is wrong."""
+def open_zip(path: Path, meaning: str) -> zipfile.ZipFile:
+    """The serialized model as a zip, or a BundleError saying it is missing or not a zip (and what that means)."""
     try:
-        archive = zipfile.ZipFile(path)
+        return zipfile.ZipFile(path)
     except FileNotFoundError:
         raise BundleError(f"{path}: the serialized model is missing") from None
     except (zipfile.BadZipFile, OSError) as exc:
-        raise BundleError(f"{path.name}: not a readable zip, so not an MLeap bundle ({exc})") from None
-    with archive:
+        raise BundleError(f"{path.name}: not a readable zip, {meaning} ({exc})") from None
+
+
+def validate_mleap_bundle(path: Path) -> BundleInfo:
+    """Open the bundle and check what MLeap needs to load it; BundleError says what is wrong."""
+    with open_zip(path, "so not an MLeap bundle") as archive:
         names = set(archive.namelist())
         if "bundle.json" not in names:
             raise BundleError(f"{path.name}: no bundle.json at the zip's root: not an MLeap bundle")
@@ -63,13 +67,7 @@ def validate_mleap_bundle(path: Path) -> BundleInfo:
 def validate_spark_pipeline(path: Path) -> str:
     """A zipped Spark ML PipelineModel (the folder Spark saved): `metadata/part-*` naming the class and
     `stages/`. Returns the class (e.g. org.apache.spark.ml.PipelineModel)."""
-    try:
-        archive = zipfile.ZipFile(path)
-    except FileNotFoundError:
-        raise BundleError(f"{path}: the serialized model is missing") from None
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise BundleError(f"{path.name}: not a readable zip of a saved Spark pipeline ({exc})") from None
-    with archive:
+    with open_zip(path, "so not a saved Spark pipeline") as archive:
         names = archive.namelist()
         parts = [n for n in names if n.startswith("metadata/part-")]
         if not parts or not any(n.startswith("stages/") for n in names):
