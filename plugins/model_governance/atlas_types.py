@@ -184,8 +184,12 @@ def dataset_reference(location: str, cluster_name: str) -> tuple[dict[str, Any],
     else:
         path = location.removeprefix("file://")
         entity = {"typeName": "fs_path", "attributes": {"qualifiedName": f"file://{path}", "name": path.rsplit("/", 1)[-1], "path": path}}
-    reference = {"typeName": entity["typeName"], "uniqueAttributes": {"qualifiedName": entity["attributes"]["qualifiedName"]}}
-    return reference, entity
+    return reference(entity), entity
+
+
+def reference(entity: dict[str, Any]) -> dict[str, Any]:
+    """An entity as Atlas's references name it: its type and unique qualifiedName."""
+    return {"typeName": entity["typeName"], "uniqueAttributes": {"qualifiedName": entity["attributes"]["qualifiedName"]}}
 
 
 def model_entity(doc: DeploymentDocument, deploy_target: str, artifacts: list[dict[str, Any]] | None = None, status: str = DEPLOYED,
@@ -233,6 +237,5 @@ def model_entity(doc: DeploymentDocument, deploy_target: str, artifacts: list[di
         attributes["outputs"] = [dataset_reference(location, cluster_name)[0] for location in deploy.outputs]
     entity: dict[str, Any] = {"typeName": MODEL_TYPE, "attributes": attributes}
     if artifacts:
-        references = [{"typeName": a["typeName"], "uniqueAttributes": {"qualifiedName": a["attributes"]["qualifiedName"]}} for a in artifacts]
-        entity["relationshipAttributes"] = {"artifacts": references}
+        entity["relationshipAttributes"] = {"artifacts": [reference(a) for a in artifacts]}
     return entity

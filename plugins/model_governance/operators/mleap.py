@@ -114,15 +114,14 @@ class MLeapDeployOperator(BaseOperator):
                 if schema is None:
                     return None
                 outputs = check_scoring(hook.transform(sample), sample, None) if sample else []
-                return {"scoring_url": f"{hook.base_url}/transform", **legacy_schemas(schema, outputs)}
+                return legacy_facts(hook, schema, outputs)
             model = hook.get_model(name)
             if model is None or model.get("uri") != bundle:
                 return None
-            meta = hook.wait_loaded(name, self.load_timeout)
-            expected = [f["name"] for f in meta.get("outputSchema", {}).get("fields", [])]
+            facts = spring_boot_facts(hook, name, hook.wait_loaded(name, self.load_timeout))
             if sample:
-                check_scoring(hook.transform_named(name, sample), sample, expected)
-            return {"scoring_url": f"{hook.base_url}/models/{name}/transform", "input_schema": meta.get("inputSchema", {}).get("fields", []), "output_schema": meta.get("outputSchema", {}).get("fields", [])}
+                check_scoring(hook.transform_named(name, sample), sample, output_names(facts))
+            return facts
         except Exception as exc:  # whatever is wrong, a fresh deployment puts it right
             self.log.warning("The current deployment does not verify (%s): deploying again", exc)
             return None
@@ -178,7 +177,7 @@ class MLeapDeployOperator(BaseOperator):
         except Exception as exc:
             self._rollback_legacy(hook, previous, exc)
             raise
-        return {"scoring_url": f"{hook.base_url}/transform", **legacy_schemas(schema, outputs)}
+        return legacy_facts(hook, schema, outputs)
 
     def _previous_bundle(self, hook: Any, registry: Any, record: dict[str, Any] | None) -> str | None:
         """The bundle of the deployment Atlas says serves here, put back in the models folder for a rollback."""
@@ -206,16 +205,14 @@ class MLeapDeployOperator(BaseOperator):
             hook.unload_legacy()
 
     # -- mleap-spring-boot -------------------------------------------------------------------------------------
-    def _deploy_spring_boot(self, hook: Any, bundle: str, name: str, run_id: str, sample: dict[str, Any] | None) -> dict[str, Any]:
+    def _deploy_spring_boot(self, hook: Any, uri: str, name: str, run_id: str, sample: dict[str, Any] | None) -> dict[str, Any]:
         import hashlib
 
-        uri = bundle
         candidate = f"{name}-candidate-{hashlib.sha256(run_id.encode()).hexdigest()[:8]}"
         hook.unload_model(candidate)  # left over by an interrupted attempt of this run
         hook.submit_model(candidate, uri)
         try:
-            meta = hook.wait_loaded(candidate, self.load_timeout)
-            expected = [f["name"] for f in meta.get("outputSchema", {}).get("fields", [])]
+            expected = output_names(spring_boot_facts(hook, candidate, hook.wait_loaded(candidate, self.load_timeout)))
             if sample:
                 check_scoring(hook.transform_named(candidate, sample), sample, expected)
         finally:
@@ -224,11 +221,12 @@ class MLeapDeployOperator(BaseOperator):
         previous_uri = previous.get("uri") if previous else None
         if previous_uri == uri:
             self.log.info("%r already serves %s: reloading it", name, uri)
-        # From this unload until the load below finishes, `name` answers 404: the swap's unserved window.
+        # From this unload until the submit below, `name` answers 404: the swap's unserved window. Requests
+        # that arrive while the new bundle loads wait for the load (measured: `make bench`, swap).
         hook.unload_model(name)
         try:
             hook.submit_model(name, uri)
-            meta = hook.wait_loaded(name, self.load_timeout)
+            facts = spring_boot_facts(hook, name, hook.wait_loaded(name, self.load_timeout))
             if sample:
                 check_scoring(hook.transform_named(name, sample), sample, expected)
         except Exception as exc:
@@ -238,18 +236,29 @@ class MLeapDeployOperator(BaseOperator):
                 hook.submit_model(name, previous_uri)
                 hook.wait_loaded(name, self.load_timeout)
             raise
-        return {
-            "scoring_url": f"{hook.base_url}/models/{name}/transform",
-            "input_schema": list(meta.get("inputSchema", {}).get("fields", [])),
-            "output_schema": list(meta.get("outputSchema", {}).get("fields", [])),
-        }
+        return facts
 
 
-def legacy_schemas(schema: dict[str, Any], outputs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Legacy `GET /model` answers the transformer's whole schema, inputs and outputs together: the fields
-    the sample scoring added are the outputs; without a sample, all of them stand as the input schema."""
+def legacy_facts(hook: Any, schema: dict[str, Any], outputs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Scoring URL and schemas on legacy serving. `GET /model` answers the transformer's whole schema,
+    inputs and outputs together: the fields the sample scoring added are the outputs; without a sample,
+    all of them stand as the input schema."""
     produced = {f["name"] for f in outputs}
-    return {"input_schema": [f for f in schema.get("fields", []) if f["name"] not in produced], "output_schema": outputs}
+    inputs = [f for f in schema.get("fields", []) if f["name"] not in produced]
+    return {"scoring_url": f"{hook.base_url}/transform", "input_schema": inputs, "output_schema": outputs}
+
+
+def spring_boot_facts(hook: Any, name: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """Scoring URL and schemas of a model named `name` on spring-boot serving, from its `/meta` answer."""
+    return {
+        "scoring_url": f"{hook.base_url}/models/{name}/transform",
+        "input_schema": list(meta.get("inputSchema", {}).get("fields", [])),
+        "output_schema": list(meta.get("outputSchema", {}).get("fields", [])),
+    }
+
+
+def output_names(facts: dict[str, Any]) -> list[str]:
+    return [f["name"] for f in facts["output_schema"]]
 
 
 def check_scoring(answer: dict[str, Any], sample: dict[str, Any], expected: list[str] | None) -> list[dict[str, Any]]:

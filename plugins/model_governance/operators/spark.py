@@ -65,6 +65,7 @@ class SparkBatchDeployOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
 
+        from model_governance.bundle import validate_spark_pipeline
         from model_governance.exceptions import DeployError, InvalidInputError
         from model_governance.metadata import DeployFacts
         from model_governance.registry import Registry
@@ -88,9 +89,8 @@ class SparkBatchDeployOperator(BaseOperator):
         with tempfile.TemporaryDirectory(prefix="model-governance-spark-") as workdir:
             archive = Path(workdir) / "model.zip"
             registry.download(posixpath.join(doc.registry.path, doc.executable), archive, doc.executable_entry.sha256)
+            validate_spark_pipeline(archive)  # metadata/ and stages/ at the zip's root, as safe_extract keeps them
             folder = safe_extract(archive, Path(workdir) / "pipeline")
-            if not (folder / "metadata").is_dir() or not (folder / "stages").is_dir():
-                raise InvalidInputError(f"{doc.executable}: not a saved Spark ML pipeline (no metadata/ and stages/ at its root)")
             manifest = build_manifest(folder)
             if models.already_published(doc.model, manifest, force=True):
                 self.log.info("%s already holds this pipeline", models.store.url(target))
