@@ -117,7 +117,7 @@ print(json.dumps({{"phases": phases, "uploaded": uploaded, "imported_kib": impor
 def bench_push(size_mib: int = 1024) -> dict[str, str]:
     from hdfs import InsecureClient
 
-    from model_governance.devstack.webhdfs import WebHDFSStandIn
+    from model_governance_devstack.webhdfs import WebHDFSStandIn
 
     folder = WORK / "big-model"
     shutil.copytree(EXAMPLE_STAGING, folder)
@@ -160,7 +160,7 @@ class Stack:
     def __enter__(self):
         from airflow.utils.db import resetdb
 
-        from model_governance.devstack.launcher import start_devstack
+        from model_governance_devstack.launcher import start_devstack
 
         self.folder = Path(tempfile.mkdtemp(dir=WORK))
         self.devstack = start_devstack(self.folder / "devstack", atlas_port=0, mleap_port=0, webhdfs_port=0)
@@ -241,7 +241,7 @@ def bench_swap(load_delay: float = 0.5) -> dict[str, str]:
 
     import requests
 
-    from model_governance.devstack.mleap import MLeapStandIn
+    from model_governance_devstack.mleap import MLeapStandIn
 
     with Stack() as stack:
         models_dir = stack.folder / "spring-models"

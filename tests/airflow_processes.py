@@ -19,26 +19,19 @@ from typing import Any
 
 import requests
 
+from tests.databases import PostgresServer, free_port
 from tests.helpers import DAGS, PLUGINS
 
 BIN = Path(sys.executable).parent
-POSTGRES = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 USER, PASSWORD = "admin", "admin-" + secrets.token_hex(4)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def psql(sql: str) -> None:
-    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-qc", sql], check=True, capture_output=True)
-
-
 class AirflowStack:
-    def __init__(self, home: Path, env: dict[str, str], executor: str = "LocalExecutor", workers: int = 0):
+    def __init__(
+        self, home: Path, env: dict[str, str], postgres: PostgresServer, executor: str = "LocalExecutor", workers: int = 0
+    ):
         self.home = home
+        self.postgres = postgres
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.database = f"mg_test_{secrets.token_hex(4)}"
@@ -62,7 +55,7 @@ class AirflowStack:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
             "AIRFLOW__CORE__FERNET_KEY": "",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"{POSTGRES}/{self.database}",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"{postgres.url}/{self.database}",
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__API__BASE_URL": self.url,
@@ -74,7 +67,7 @@ class AirflowStack:
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
         }
         if executor == "CeleryExecutor":  # Celery's results live in the stack's own PostgreSQL database
-            self.env.setdefault("AIRFLOW__CELERY__RESULT_BACKEND", f"db+{POSTGRES}/{self.database}")
+            self.env.setdefault("AIRFLOW__CELERY__RESULT_BACKEND", f"db+{postgres.url}/{self.database}")
         for key in ("AIRFLOW__CORE__UNIT_TEST_MODE",):
             self.env.pop(key, None)
 
@@ -89,7 +82,7 @@ class AirflowStack:
         return process
 
     def start(self) -> "AirflowStack":
-        psql(f"CREATE DATABASE {self.database}")
+        self.postgres.psql(f"CREATE DATABASE {self.database}")
         try:
             subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=self.env, cwd=self.home, check=True, capture_output=True)
             self.spawn("api-server", "api-server")
@@ -128,7 +121,7 @@ class AirflowStack:
                 pass
             process.wait()
         self.processes.clear()
-        psql(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
+        self.postgres.psql(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
 
     def __enter__(self) -> "AirflowStack":
         return self.start()

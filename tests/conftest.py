@@ -38,10 +38,30 @@ def airflow_db():
     return _AIRFLOW_HOME
 
 
+@pytest.fixture(scope="session")
+def postgres():
+    """A private PostgreSQL cluster for the real-Airflow tests (the machines run none), stopped at the end."""
+    from tests.databases import PostgresServer
+
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A private Redis for the Celery tests, stopped at the end."""
+    from tests.databases import RedisServer
+
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def devstack(tmp_path, monkeypatch):
     """The three stand-ins on free loopback ports, with AIRFLOW_CONN_* set for them; stopped after the test."""
-    from model_governance.devstack.launcher import start_devstack
+    from model_governance_devstack.launcher import start_devstack
 
     with start_devstack(tmp_path / "devstack", atlas_port=0, mleap_port=0, webhdfs_port=0) as stack:
         for name, value in stack.env().items():

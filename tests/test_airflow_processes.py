@@ -25,8 +25,8 @@ def atlas_entities(devstack, **filters):
 
 
 @pytest.fixture
-def airflow(devstack, tmp_path):
-    with AirflowStack(tmp_path / "airflow", devstack.env()) as stack:
+def airflow(devstack, postgres, tmp_path):
+    with AirflowStack(tmp_path / "airflow", devstack.env(), postgres) as stack:
         stack.wait_dag("model_deployment")
         yield stack
 
@@ -64,11 +64,11 @@ def test_rest_trigger_deploys_and_bad_conf_starts_no_run(airflow, devstack):
         assert password not in log
 
 
-def test_scheduled_redeploy_maps_models_and_leaves_current_ones_alone(devstack, tmp_path):
+def test_scheduled_redeploy_maps_models_and_leaves_current_ones_alone(devstack, postgres, tmp_path):
     manifest = tmp_path / "redeploy.yaml"
     manifest.write_text(json.dumps({"models": [{"staging": str(EXAMPLE_STAGING)}]}))
     env = {**devstack.env(), "MODEL_GOVERNANCE_REDEPLOY_MANIFEST": str(manifest), "MODEL_GOVERNANCE_REDEPLOY_SCHEDULE": "* * * * *"}
-    with AirflowStack(tmp_path / "airflow", env) as airflow:
+    with AirflowStack(tmp_path / "airflow", env, postgres) as airflow:
         airflow.wait_dag("model_redeploy")
         # the schedule starts runs by itself (every minute): wait for two of them
         import time
@@ -94,12 +94,12 @@ def test_scheduled_redeploy_maps_models_and_leaves_current_ones_alone(devstack, 
         assert entities[0]["attributes"]["dagRunId"] == first["dag_run_id"]
 
 
-def test_trigger_form_in_the_ui_deploys(devstack, tmp_path):
+def test_trigger_form_in_the_ui_deploys(devstack, postgres, tmp_path):
     """Headless Chromium opens the DAG's trigger form, fills the staged model, triggers; the run succeeds."""
     from playwright.sync_api import sync_playwright
 
     env = {**devstack.env(), "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True"}
-    with AirflowStack(tmp_path / "airflow", env) as airflow, sync_playwright() as playwright:
+    with AirflowStack(tmp_path / "airflow", env, postgres) as airflow, sync_playwright() as playwright:
         airflow.wait_dag("model_deployment")
         browser = playwright.chromium.launch(
             executable_path="/usr/bin/chromium",
@@ -135,7 +135,7 @@ def test_trigger_form_in_the_ui_deploys(devstack, tmp_path):
         assert len(atlas_entities(devstack, dagRunId=run["dag_run_id"])) == 1
 
 
-def test_celery_workers_with_separate_folders_run_deployments_at_once(devstack, tmp_path):
+def test_celery_workers_with_separate_folders_run_deployments_at_once(devstack, postgres, redis_server, tmp_path):
     """CeleryExecutor, Redis broker, PostgreSQL result backend, two workers in different folders: three
     models deployed at once all succeed, so no task leans on another task's local files."""
     import redis
@@ -143,15 +143,15 @@ def test_celery_workers_with_separate_folders_run_deployments_at_once(devstack, 
     from tests.helpers import stage_variant
 
     redis_db = 7
-    redis.Redis(host="127.0.0.1", port=6379, db=redis_db).flushdb()
+    redis.Redis(host="127.0.0.1", port=redis_server.port, db=redis_db).flushdb()
     env = {
         **devstack.env(),
-        "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:6379/{redis_db}",
+        "AIRFLOW__CELERY__BROKER_URL": f"{redis_server.url}/{redis_db}",
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
     }
     staged = [stage_variant(tmp_path / "staging", f"celery model {i}", "1.0", microservice_endpoint=f"celery{i}") for i in range(3)]
     try:
-        with AirflowStack(tmp_path / "airflow", env, executor="CeleryExecutor", workers=2) as airflow:
+        with AirflowStack(tmp_path / "airflow", env, postgres, executor="CeleryExecutor", workers=2) as airflow:
             airflow.wait_dag("model_deployment")
             run_ids = []
             for folder in staged:
@@ -166,16 +166,16 @@ def test_celery_workers_with_separate_folders_run_deployments_at_once(devstack, 
                 assert "received" in (airflow.home / f"worker-{index}.log").read_text(), airflow.logs()
             assert len(atlas_entities(devstack)) == 3
     finally:
-        redis.Redis(host="127.0.0.1", port=6379, db=redis_db).flushdb()
+        redis.Redis(host="127.0.0.1", port=redis_server.port, db=redis_db).flushdb()
 
 
-def test_secrets_reach_no_log_xcom_rendered_field_atlas_manifest_or_process_arguments(devstack, tmp_path):
+def test_secrets_reach_no_log_xcom_rendered_field_atlas_manifest_or_process_arguments(devstack, postgres, tmp_path):
     """A deployment from a private archive (token in `staging_default`), Atlas basic auth and a WebHDFS
     password, all known values: none of them appears anywhere a user or another process can read."""
     import subprocess
     import threading
 
-    from model_governance.devstack.base import StandInServer
+    from model_governance_devstack.base import StandInServer
     from tests.test_sources import TOKEN, ArchiveHandler, zipball
 
     webhdfs_password = "webhdfs-pw-" + "7c1d9e"
@@ -193,7 +193,7 @@ def test_secrets_reach_no_log_xcom_rendered_field_atlas_manifest_or_process_argu
             arguments.update(subprocess.run(["ps", "-eww", "-o", "args="], capture_output=True, text=True).stdout.splitlines())
             done.wait(0.2)
 
-    with archives, AirflowStack(tmp_path / "airflow", env) as airflow:
+    with archives, AirflowStack(tmp_path / "airflow", env, postgres) as airflow:
         watcher = threading.Thread(target=watch_process_arguments, daemon=True)
         watcher.start()
         try:

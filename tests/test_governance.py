@@ -26,8 +26,8 @@ def fleet(tmp_path_factory, airflow_db):
     a fraud model on a spring-boot server under their own endpoint names; the fraud model deployed twice."""
     from airflow.dag_processing.dagbag import DagBag
 
-    from model_governance.devstack.launcher import start_devstack
-    from model_governance.devstack.mleap import MLeapStandIn
+    from model_governance_devstack.launcher import start_devstack
+    from model_governance_devstack.mleap import MLeapStandIn
 
     folder = tmp_path_factory.mktemp("fleet")
     with start_devstack(folder / "devstack", atlas_port=0, mleap_port=0, webhdfs_port=0) as devstack, pytest.MonkeyPatch.context() as mp:

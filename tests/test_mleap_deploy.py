@@ -30,7 +30,7 @@ def serving(request, devstack, tmp_path, monkeypatch):
         conn = devstack.connections["mleap_default"]
         yield "legacy", "mleap_default", f"http://127.0.0.1:{conn['port']}", devstack.mleap
         return
-    from model_governance.devstack.mleap import MLeapStandIn
+    from model_governance_devstack.mleap import MLeapStandIn
 
     models_dir = tmp_path / "spring-models"
     models_dir.mkdir()
@@ -142,7 +142,7 @@ def test_transient_server_errors_are_retried(dag, serving, first_version, devsta
 
 def test_spring_boot_fetches_the_bundle_from_webhdfs_itself(dag, devstack, tmp_path, monkeypatch, airflow_db):
     """`delivery: webhdfs`: no models folder; MLeap opens the registry's WebHDFS OPEN URL and follows the redirect."""
-    from model_governance.devstack.mleap import MLeapStandIn
+    from model_governance_devstack.mleap import MLeapStandIn
 
     with MLeapStandIn(tmp_path / "spring", api="spring-boot") as spring:  # no mounts: it can only fetch
         monkeypatch.setenv("AIRFLOW_CONN_MLEAP_SPRING", json.dumps(

@@ -14,7 +14,7 @@ def test_several_models_in_one_run_then_all_left_alone(devstack, airflow_db, tmp
     from airflow.dag_processing.dagbag import DagBag
     from hdfs import InsecureClient
 
-    from model_governance.devstack.mleap import MLeapStandIn
+    from model_governance_devstack.mleap import MLeapStandIn
 
     models_dir = tmp_path / "spring-models"
     models_dir.mkdir()

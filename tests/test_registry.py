@@ -20,7 +20,7 @@ def registry(request, tmp_path, monkeypatch):
     if request.param == "local":
         yield Registry.from_root(str(tmp_path / "registry"))
         return
-    from model_governance.devstack.webhdfs import WebHDFSStandIn
+    from model_governance_devstack.webhdfs import WebHDFSStandIn
 
     with WebHDFSStandIn(tmp_path / "hdfs") as hdfs:
         monkeypatch.setenv("AIRFLOW_CONN_WEBHDFS_DEFAULT", json.dumps({"conn_type": "webhdfs", "host": "127.0.0.1", "port": hdfs.port, "login": "hdfs"}))
@@ -179,7 +179,7 @@ def test_ha_namenodes_fail_over_to_the_active_one(tmp_path, monkeypatch):
     """WebHDFSHook tries each host of the connection: the standby on 127.0.0.2 answers StandbyException."""
     from hdfs import InsecureClient
 
-    from model_governance.devstack.webhdfs import WebHDFSStandIn
+    from model_governance_devstack.webhdfs import WebHDFSStandIn
 
     with WebHDFSStandIn(tmp_path / "hdfs", standby_hosts=("127.0.0.2",)) as hdfs:
         conn = {"conn_type": "webhdfs", "host": "127.0.0.2,127.0.0.1", "port": hdfs.port, "login": "hdfs"}
@@ -194,7 +194,7 @@ def test_ha_namenodes_fail_over_to_the_active_one(tmp_path, monkeypatch):
 def test_an_interrupted_upload_leaves_no_version_and_no_pending_files(tmp_path, monkeypatch):
     from hdfs import InsecureClient
 
-    from model_governance.devstack.webhdfs import WebHDFSStandIn
+    from model_governance_devstack.webhdfs import WebHDFSStandIn
 
     with WebHDFSStandIn(tmp_path / "hdfs") as hdfs:
         monkeypatch.setenv("AIRFLOW_CONN_WEBHDFS_DEFAULT", json.dumps({"conn_type": "webhdfs", "host": "127.0.0.1", "port": hdfs.port, "login": "hdfs"}))

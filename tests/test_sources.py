@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from model_governance.devstack.base import StandInHandler, StandInServer
+from model_governance_devstack.base import StandInHandler, StandInServer
 from model_governance.exceptions import StagingError
 from model_governance.staging import archive_url, parse_git_source, safe_extract, stage
 

@@ -11,17 +11,21 @@ from pathlib import Path
 
 
 def cmd_devstack(args: argparse.Namespace) -> int:
-    from model_governance.devstack.launcher import start_devstack
+    try:  # the development package: installed by `make setup`, never part of the runtime wheel
+        from model_governance_devstack.launcher import start_devstack
+    except ImportError:
+        print("model-governance devstack: the development package is not installed "
+              "(pip install -e ./devstack from the source checkout, or `make setup`)", file=sys.stderr)
+        return 2
 
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    ports = {f"{name}_port": getattr(args, f"{name}_port") for name in ("atlas", "mleap", "webhdfs")}
     with start_devstack(
         Path(args.state_dir),
-        atlas_port=args.atlas_port,
-        mleap_port=args.mleap_port,
-        webhdfs_port=args.webhdfs_port,
         verbose=args.verbose,
+        **{key: port for key, port in ports.items() if port is not None},
     ) as stack:
         for name, value in stack.env().items():
             print(f"{name}={value}")
@@ -81,8 +85,6 @@ def print_table(rows: list[list[str]], header: list[str], indent: str = "") -> N
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from model_governance.devstack.launcher import DEFAULT_ATLAS_PORT, DEFAULT_MLEAP_PORT, DEFAULT_WEBHDFS_PORT
-
     parser = argparse.ArgumentParser(prog="model-governance", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -92,9 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve the stand-ins on loopback and print one AIRFLOW_CONN_<ID>=<json> line per connection.",
     )
     devstack.add_argument("--state-dir", required=True, help="folder keeping the stand-ins' state across restarts")
-    devstack.add_argument("--atlas-port", type=int, default=DEFAULT_ATLAS_PORT)
-    devstack.add_argument("--mleap-port", type=int, default=DEFAULT_MLEAP_PORT)
-    devstack.add_argument("--webhdfs-port", type=int, default=DEFAULT_WEBHDFS_PORT)
+    devstack.add_argument("--atlas-port", type=int, help="default 21000, Atlas's own")
+    devstack.add_argument("--mleap-port", type=int, help="default 65327, MLeap serving's own")
+    devstack.add_argument("--webhdfs-port", type=int, help="default 9870, the NameNode's HTTP port")
     devstack.add_argument("--verbose", action="store_true", help="log every request")
     devstack.set_defaults(func=cmd_devstack)
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import requests
 
-from model_governance.devstack.atlas import AtlasStandIn
+from model_governance_devstack.atlas import AtlasStandIn
 
 from tests.helpers import PROJECT
 

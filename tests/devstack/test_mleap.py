@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from model_governance.devstack.mleap import AKKA_500, MLeapStandIn
+from model_governance_devstack.mleap import AKKA_500, MLeapStandIn
 from tests.helpers import EXAMPLE_STAGING
 
 BUNDLE = EXAMPLE_STAGING / "executable" / "airbnb.model.lr.zip"

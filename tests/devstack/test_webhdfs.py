@@ -12,7 +12,7 @@ import pytest
 import requests
 from hdfs import HdfsError, InsecureClient
 
-from model_governance.devstack.webhdfs import WebHDFSStandIn
+from model_governance_devstack.webhdfs import WebHDFSStandIn
 
 USER = "hdfs"
 

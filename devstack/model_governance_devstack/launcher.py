@@ -81,9 +81,9 @@ def start_devstack(
     verbose: bool = False,
 ) -> DevStack:
     """Start Atlas, MLeap serving (legacy API) and WebHDFS stand-ins on loopback; port 0 picks a free one."""
-    from model_governance.devstack.atlas import AtlasStandIn
-    from model_governance.devstack.mleap import MLeapStandIn
-    from model_governance.devstack.webhdfs import WebHDFSStandIn
+    from model_governance_devstack.atlas import AtlasStandIn
+    from model_governance_devstack.mleap import MLeapStandIn
+    from model_governance_devstack.webhdfs import WebHDFSStandIn
 
     state_dir = state_dir.resolve()
     stack = DevStack(state_dir)

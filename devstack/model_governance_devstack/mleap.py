@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from model_governance.devstack.base import StandInHandler, StandInServer
+from model_governance_devstack.base import StandInHandler, StandInServer
 
 APIS = ("legacy", "spring-boot")
 JSON_FORMAT = "ml.combust.mleap.json"

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
-from model_governance.devstack.base import StandInHandler, StandInServer
+from model_governance_devstack.base import StandInHandler, StandInServer
 
 DATA_CHUNK = 1024 * 1024  # bodies and downloads move in pieces this big, never whole
 BLOCK_SIZE = 128 * 1024 * 1024

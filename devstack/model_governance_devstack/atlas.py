@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from model_governance.devstack.base import StandInHandler, StandInServer
+from model_governance_devstack.base import StandInHandler, StandInServer
 
 API = "/api/atlas/v2"
 MODELS_DIR = Path(__file__).parent / "atlas_models"
