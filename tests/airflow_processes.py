@@ -10,7 +10,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,6 +37,7 @@ class AirflowStack:
         self.executor = executor
         self.workers = workers
         self.processes: list[tuple[str, subprocess.Popen]] = []
+        self._tokens: dict[str, str] = {}
         home.mkdir(parents=True, exist_ok=True)
         (home / "passwords.json").write_text(json.dumps({USER: PASSWORD}))
         self.env = {
@@ -148,14 +148,20 @@ class AirflowStack:
             time.sleep(1)
         raise TimeoutError(f"Airflow did not become healthy in {timeout} s\n{self.logs()}")
 
-    def token(self) -> str:
-        answer = requests.post(f"{self.url}/auth/token", json={"username": USER, "password": PASSWORD}, timeout=10)
-        answer.raise_for_status()
-        return answer.json()["access_token"]
+    def token(self, user: str = USER, password: str | None = None) -> str:
+        """A bearer token, asked for once per user (tokens last far longer than a test)."""
+        if user not in self._tokens:
+            answer = requests.post(
+                f"{self.url}/auth/token", json={"username": user, "password": password or PASSWORD}, timeout=60
+            )
+            answer.raise_for_status()
+            self._tokens[user] = answer.json()["access_token"]
+        return self._tokens[user]
 
     def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         headers = {"Authorization": f"Bearer {self.token()}", **kwargs.pop("headers", {})}
-        return requests.request(method, f"{self.url}/api/v2{path}", headers=headers, timeout=30, **kwargs)
+        # generous: on 2 busy cores the api-server can take a while to answer
+        return requests.request(method, f"{self.url}/api/v2{path}", headers=headers, timeout=60, **kwargs)
 
     def wait_dag(self, dag_id: str, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout

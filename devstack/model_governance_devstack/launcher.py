@@ -12,36 +12,42 @@ DEFAULT_ATLAS_PORT = 21000
 DEFAULT_MLEAP_PORT = 65327
 DEFAULT_WEBHDFS_PORT = 9870
 ATLAS_USER = "admin"
+REAL_SERVICES = ("atlas", "hdfs", "mleap")
 
 
 @dataclass
 class DevStack:
-    """The running stand-ins; `connections` maps a connection id to its Airflow connection JSON."""
+    """The running services by name ("atlas", "mleap", "webhdfs"), stand-ins or real servers, and
+    `connections`: a connection id -> its Airflow connection JSON."""
 
     state_dir: Path
-    servers: list[Any] = field(default_factory=list)
+    services: dict[str, Any] = field(default_factory=dict)
     connections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    real: frozenset[str] = frozenset()
+    owned: set[str] = field(default_factory=set)  # the services this stack started, and so stops
 
-    # the stand-ins by name, for tests that throw faults at one of them
+    # the services by name, for tests that throw faults at one of them
     @property
     def atlas(self) -> Any:
-        return self.servers[0]
+        return self.services["atlas"]
 
     @property
     def mleap(self) -> Any:
-        return self.servers[1]
+        return self.services["mleap"]
 
     @property
     def webhdfs(self) -> Any:
-        return self.servers[2]
+        return self.services["webhdfs"]
 
     def env(self) -> dict[str, str]:
         return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn) for conn_id, conn in self.connections.items()}
 
     def stop(self) -> None:
-        for server in reversed(self.servers):
-            server.stop()
-        self.servers.clear()
+        for name in reversed(list(self.services)):
+            if name in self.owned:
+                self.services[name].stop()
+        self.services.clear()
+        self.owned.clear()
 
     def __enter__(self) -> "DevStack":
         return self
@@ -72,6 +78,15 @@ def spark_local_connection(models_root: Path) -> dict[str, Any] | None:
     return {"conn_type": "spark", "host": "local[1]", "extra": {"models_root": str(models_root), "spark_submit": str(spark_submit)}}
 
 
+def parse_real(value: str | None) -> frozenset[str]:
+    """`--real hdfs,mleap` -> {"hdfs", "mleap"}; an unknown name is a ValueError naming it."""
+    names = frozenset(part.strip() for part in (value or "").split(",") if part.strip())
+    unknown = names - set(REAL_SERVICES)
+    if unknown:
+        raise ValueError(f"--real: unknown service {', '.join(sorted(unknown))}; choose from {', '.join(REAL_SERVICES)}")
+    return names
+
+
 def start_devstack(
     state_dir: Path,
     host: str = "127.0.0.1",
@@ -79,38 +94,79 @@ def start_devstack(
     mleap_port: int = DEFAULT_MLEAP_PORT,
     webhdfs_port: int = DEFAULT_WEBHDFS_PORT,
     verbose: bool = False,
+    real: frozenset[str] | set[str] = frozenset(),
+    running: dict[str, Any] | None = None,
 ) -> DevStack:
-    """Start Atlas, MLeap serving (legacy API) and WebHDFS stand-ins on loopback; port 0 picks a free one."""
-    from model_governance_devstack.atlas import AtlasStandIn
-    from model_governance_devstack.mleap import MLeapStandIn
-    from model_governance_devstack.webhdfs import WebHDFSStandIn
-
+    """Start Atlas, MLeap serving and WebHDFS on loopback: the real servers named in `real` ("atlas",
+    "hdfs", "mleap"), stand-ins for the rest; port 0 picks a free one. `running` hands in real servers
+    that are already up (the tests share one per session): they are used, never stopped here."""
     state_dir = state_dir.resolve()
-    stack = DevStack(state_dir)
+    stack = DevStack(state_dir, real=frozenset(real) | frozenset(running or ()))
     try:
         password = atlas_password(state_dir)
-        atlas = AtlasStandIn(state_dir / "atlas", host=host, port=atlas_port, users={ATLAS_USER: password}, verbose=verbose)
-        stack.servers.append(atlas.start())
-        models_dir = state_dir / "mleap" / "models"
-        models_dir.mkdir(parents=True, exist_ok=True)
-        mleap = MLeapStandIn(state_dir / "mleap", host=host, port=mleap_port, api="legacy", mounts={"/models": models_dir}, verbose=verbose)
-        stack.servers.append(mleap.start())
-        webhdfs = WebHDFSStandIn(state_dir / "webhdfs", host=host, port=webhdfs_port, verbose=verbose)
-        stack.servers.append(webhdfs.start())
+        for name, start in (("atlas", _atlas), ("mleap", _mleap), ("webhdfs", _webhdfs)):
+            key = "hdfs" if name == "webhdfs" else name
+            if running and key in running:
+                stack.services[name] = running[key]
+            else:
+                port = {"atlas": atlas_port, "mleap": mleap_port, "webhdfs": webhdfs_port}[name]
+                stack.services[name] = start(state_dir, host, port, key in real, verbose, password)
+                stack.owned.add(name)
+            stack.connections[f"{name}_default"] = connection(name, stack.services[name], host, password)
     except BaseException:
         stack.stop()
         raise
-    stack.connections = {
-        "atlas_default": {"conn_type": "http", "host": host, "port": atlas.port, "login": ATLAS_USER, "password": password},
-        "mleap_default": {
-            "conn_type": "http",
-            "host": host,
-            "port": mleap.port,
-            "extra": {"api": "legacy", "models_dir": str(models_dir), "models_mount": "/models"},
-        },
-        "webhdfs_default": {"conn_type": "webhdfs", "host": host, "port": webhdfs.port, "login": "hdfs"},
-    }
     spark = spark_local_connection(state_dir / "spark-models")
     if spark:
         stack.connections["spark_default"] = spark
     return stack
+
+
+def _atlas(state_dir: Path, host: str, port: int, real: bool, verbose: bool, password: str) -> Any:
+    if real:
+        from model_governance_devstack.real.atlas import RealAtlas
+
+        return RealAtlas(state_dir / "real-atlas", port=port).start()
+    from model_governance_devstack.atlas import AtlasStandIn
+
+    return AtlasStandIn(state_dir / "atlas", host=host, port=port, users={ATLAS_USER: password}, verbose=verbose).start()
+
+
+def _mleap(state_dir: Path, host: str, port: int, real: bool, verbose: bool, password: str) -> Any:
+    if real:
+        from model_governance_devstack.real.mleap import MLeapRuntimeHost
+
+        return MLeapRuntimeHost(state_dir / "real-mleap", port=port).start()
+    from model_governance_devstack.mleap import MLeapStandIn
+
+    models_dir = state_dir / "mleap" / "models"
+    models_dir.mkdir(parents=True, exist_ok=True)
+    return MLeapStandIn(
+        state_dir / "mleap", host=host, port=port, api="legacy", mounts={"/models": models_dir}, verbose=verbose
+    ).start()
+
+
+def _webhdfs(state_dir: Path, host: str, port: int, real: bool, verbose: bool, password: str) -> Any:
+    if real:
+        from model_governance_devstack.real.hdfs import RealHDFS
+
+        return RealHDFS(state_dir / "real-hdfs", http_ports=[port] if port else None).start()
+    from model_governance_devstack.webhdfs import WebHDFSStandIn
+
+    return WebHDFSStandIn(state_dir / "webhdfs", host=host, port=port, verbose=verbose).start()
+
+
+def connection(name: str, service: Any, host: str, password: str) -> dict[str, Any]:
+    """The Airflow connection that reaches `service`: a real server says it itself."""
+    if hasattr(service, "connection"):
+        return service.connection()
+    if name == "atlas":
+        return {"conn_type": "http", "host": host, "port": service.port, "login": ATLAS_USER, "password": password}
+    if name == "mleap":
+        return {
+            "conn_type": "http",
+            "host": host,
+            "port": service.port,
+            "extra": {"api": "legacy", "models_dir": str(service.mounts["/models"]), "models_mount": "/models"},
+        }
+    return {"conn_type": "webhdfs", "host": host, "port": service.port, "login": "hdfs"}

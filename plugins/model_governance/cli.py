@@ -12,7 +12,7 @@ from pathlib import Path
 
 def cmd_devstack(args: argparse.Namespace) -> int:
     try:  # the development package: installed by `make setup`, never part of the runtime wheel
-        from model_governance_devstack.launcher import start_devstack
+        from model_governance_devstack.launcher import parse_real, start_devstack
     except ImportError:
         print("model-governance devstack: the development package is not installed "
               "(pip install -e ./devstack from the source checkout, or `make setup`)", file=sys.stderr)
@@ -21,10 +21,16 @@ def cmd_devstack(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    try:
+        real = parse_real(args.real)
+    except ValueError as exc:
+        print(f"model-governance devstack: {exc}", file=sys.stderr)
+        return 2
     ports = {f"{name}_port": getattr(args, f"{name}_port") for name in ("atlas", "mleap", "webhdfs")}
     with start_devstack(
         Path(args.state_dir),
         verbose=args.verbose,
+        real=real,
         **{key: port for key, port in ports.items() if port is not None},
     ) as stack:
         for name, value in stack.env().items():
@@ -98,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     devstack.add_argument("--mleap-port", type=int, help="default 65327, MLeap serving's own")
     devstack.add_argument("--webhdfs-port", type=int, help="default 9870, the NameNode's HTTP port")
     devstack.add_argument("--verbose", action="store_true", help="log every request")
+    devstack.add_argument(
+        "--real", metavar="NAMES",
+        help="comma-separated services to run as the real servers, started from Maven Central artifacts: "
+        "atlas, hdfs, mleap (the rest stay stand-ins)",
+    )
     devstack.set_defaults(func=cmd_devstack)
 
     deployments = commands.add_parser(
