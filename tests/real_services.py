@@ -1,0 +1,51 @@
+"""Helpers for tests that run against the real servers: each test leaves them as it found them.
+
+The real servers are started once per session (Atlas alone takes about a minute), so a test that used
+them is followed by a clean-up: the HDFS namespace emptied, every model unloaded from MLeap, and every
+entity the test made purged from Atlas.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+ALL_ENTITY_TYPES = "_ALL_ENTITY_TYPES"  # Atlas's basic-search name for every entity type
+
+
+def empty_hdfs(hdfs: Any) -> None:
+    from hdfs import InsecureClient
+
+    host, port = hdfs.namenodes[0]
+    client = InsecureClient(f"http://{host}:{port}", user="hdfs")
+    for name in client.list("/"):
+        client.delete(f"/{name}", recursive=True)
+
+
+def unload_mleap(mleap: Any) -> None:
+    for name in mleap.loaded_models():
+        requests.delete(f"{mleap.url}/models/{name}", headers={"Content-Type": "application/json"}, timeout=30)
+
+
+def purge_atlas(atlas: Any) -> None:
+    """Delete, then purge, every entity: the next test sees an Atlas with only its types."""
+    auth = (atlas.user, atlas.password)
+    guids: list[str] = []
+    for deleted in (False, True):
+        offset = 0
+        while True:
+            body = {"typeName": ALL_ENTITY_TYPES, "excludeDeletedEntities": not deleted, "limit": 500, "offset": offset}
+            answer = requests.post(f"{atlas.url}/api/atlas/v2/search/basic", json=body, auth=auth, timeout=60)
+            answer.raise_for_status()
+            entities = answer.json().get("entities") or []
+            guids += [e["guid"] for e in entities]
+            if len(entities) < 500:
+                break
+            offset += 500
+    guids = sorted(set(guids))
+    for start in range(0, len(guids), 100):
+        chunk = guids[start : start + 100]
+        requests.delete(f"{atlas.url}/api/atlas/v2/entity/bulk", params={"guid": chunk}, auth=auth, timeout=60)
+        answer = requests.put(f"{atlas.url}/api/atlas/admin/purge/", json=chunk, auth=auth, timeout=60)
+        answer.raise_for_status()
