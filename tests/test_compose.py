@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
+import sys
+from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
@@ -47,3 +50,85 @@ def test_the_deploy_step_and_mleap_share_the_models_volume(compose):
     worker_env = json.loads(compose["services"]["airflow-worker"]["environment"]["AIRFLOW_CONN_MLEAP_DEFAULT"])["extra"]
     assert ("mleap-models", worker_env["models_dir"]) in mounts("airflow-worker")
     assert ("mleap-models", worker_env["models_mount"]) in mounts("mleap-serving")
+
+
+# -- what the images really do ------------------------------------------------------------------------------
+# Each constant below is read from the image's own build definition; a change of image must come with a re-read.
+
+# sburn/docker-apache-atlas, Dockerfile (master = branch ATLAS-2.3.0; tag built by build/build-2.3.0.sh):
+# `tar ... -C /apache-atlas`, and CMD ["/bin/bash", "-c", "/apache-atlas/bin/atlas_start.py; tail -fF
+# /apache-atlas/logs/application.log"]. The data folder: README "Data persistency" (-v ...:/apache-atlas/data)
+# and apache/atlas distro/src/bin/atlas_config.py, dataDir() = <atlas home>/data (HBase, ZooKeeper, Solr).
+ATLAS_IMAGE = "sburn/apache-atlas"
+ATLAS_HOME = "/apache-atlas"
+ATLAS_DATA = "/apache-atlas/data"
+
+# apache/hadoop, branch docker-hadoop-runner: Dockerfile `VOLUME /data`, `USER hadoop`, ENTRYPOINT
+# dumb-init -- /opt/starter.sh; scripts/starter.sh: `sudo chmod o+rwx /data`, then
+# `if [ ! -d "$ENSURE_NAMENODE_DIR" ]; then hdfs namenode -format -force; fi`, then the command.
+HADOOP_IMAGE = "apache/hadoop"
+HADOOP_VOLUME = "/data"
+# tags published from branch docker-hadoop-3: 3.3.6 (HADOOP-18769, apache/hadoop#5781), then 3.4.x
+HADOOP_TAG = re.compile(r"3\.3\.6|3\.4\.\d+")
+
+# combust/mleap v0.12.0: mleap-serving/build.sbt (JavaAppPackaging + DockerPlugin, so sbt-native-packager's
+# entrypoint bin/mleap-serving), project/DockerConfig.scala (dockerExposedPorts 65327, daemonUser root),
+# mleap-serving/src/main/resources/application.conf (bind 0.0.0.0:65327), README (`-v /tmp/models:/models`).
+MLEAP_PORT = 65327
+
+# apache/airflow, airflow-core/docs/howto/docker-compose/docker-compose.yaml (3.x): each service's command, the
+# image's own /entrypoint kept (only airflow-init runs /bin/bash, as root, and calls /entrypoint itself).
+OFFICIAL_AIRFLOW_COMMANDS = {
+    "airflow-apiserver": "api-server",
+    "airflow-scheduler": "scheduler",
+    "airflow-dag-processor": "dag-processor",
+    "airflow-worker": "celery worker",
+    "airflow-triggerer": "triggerer",
+}
+
+DOCKERFILE = PROJECT / "docker" / "airflow.Dockerfile"
+
+
+def mounts(compose, service) -> list[tuple[str, str]]:
+    """(source, target) of each volume; docker-compose 1.x prints the short form source:target:mode, with bind
+    sources made absolute."""
+    out = []
+    for v in compose["services"][service].get("volumes", []):
+        if isinstance(v, str):
+            source, target = v.split(":")[:2]
+        else:
+            source, target = v["source"], v["target"]
+        out.append((source, target))
+    return out
+
+
+def is_under(path: str, folder: str) -> bool:
+    return PurePosixPath(path) == PurePosixPath(folder) or PurePosixPath(folder) in PurePosixPath(path).parents
+
+
+def host_path(compose, service, container_path: str) -> Path | None:
+    """The host file a container path is, through a bind mount of `service`; None when no bind holds it."""
+    for source, target in mounts(compose, service):
+        if source.startswith("/") and is_under(container_path, target):
+            return Path(source) / PurePosixPath(container_path).relative_to(target)
+    return None
+
+
+def test_atlas_runs_the_images_own_start_and_keeps_its_data_where_the_image_does(compose):
+    atlas = compose["services"]["atlas"]
+    assert atlas["image"].split(":")[0] == ATLAS_IMAGE
+    # the image's CMD starts Atlas; an override pointing anywhere else (the old /opt/apache-atlas-2.3.0) left
+    # the container "up" on tail -F with nothing listening on 21000
+    assert "entrypoint" not in atlas
+    command = atlas.get("command")
+    if command is not None:
+        text = command if isinstance(command, str) else " ".join(command)
+        paths = re.findall(r"(/[\w./-]+)", text)
+        assert paths and all(is_under(p, ATLAS_HOME) or p == "/bin/bash" for p in paths), text
+    targets = [target for _, target in mounts(compose, "atlas")]
+    assert all(is_under(t, ATLAS_HOME) for t in targets), targets
+    assert ATLAS_DATA in targets
+    data_source = dict((t, s) for s, t in mounts(compose, "atlas"))[ATLAS_DATA]
+    # a named volume (not a bind): Docker fills it from the image's pre-initialized data on first use
+    assert data_source in compose["volumes"], data_source
+    assert {"published": 21000, "target": 21000} in atlas["ports"] or "21000:21000" in atlas["ports"]
