@@ -132,3 +132,46 @@ def test_atlas_runs_the_images_own_start_and_keeps_its_data_where_the_image_does
     # a named volume (not a bind): Docker fills it from the image's pre-initialized data on first use
     assert data_source in compose["volumes"], data_source
     assert {"published": 21000, "target": 21000} in atlas["ports"] or "21000:21000" in atlas["ports"]
+
+
+def hadoop_conf(env: dict, key: str) -> str | None:
+    return env.get(f"HDFS-SITE.XML_{key}")
+
+
+def test_the_namenode_volume_is_a_parent_of_ENSURE_NAMENODE_DIR_so_the_first_start_formats(compose):
+    namenode = compose["services"]["namenode"]
+    env = namenode["environment"]
+    ensure = env["ENSURE_NAMENODE_DIR"]
+    targets = [target for _, target in mounts(compose, "namenode")]
+    # starter.sh formats only when the folder does not exist: a volume mounted exactly there always exists
+    assert ensure not in targets
+    parents = [t for t in targets if PurePosixPath(t) in PurePosixPath(ensure).parents]
+    assert parents, f"no volume holds {ensure}: its name table would be lost with the container"
+    # the image's own volume, which starter.sh makes writable for its non-root user `hadoop`
+    assert parents == [HADOOP_VOLUME]
+    # the folder the starter checks is the one the NameNode uses (the default, /tmp/hadoop-${user.name}/dfs/name,
+    # is /tmp/hadoop-hadoop/... for the image's user, never /tmp/hadoop-root/...)
+    assert hadoop_conf(env, "dfs.namenode.name.dir") == ensure
+    assert namenode["command"] == ["hdfs", "namenode"]
+    assert "entrypoint" not in namenode and "user" not in namenode
+
+
+def test_the_datanode_never_formats_and_keeps_its_blocks_in_the_images_volume(compose):
+    datanode = compose["services"]["datanode"]
+    env = datanode["environment"]
+    assert "ENSURE_NAMENODE_DIR" not in env
+    targets = [target for _, target in mounts(compose, "datanode")]
+    assert targets == [HADOOP_VOLUME]
+    assert PurePosixPath(HADOOP_VOLUME) in PurePosixPath(hadoop_conf(env, "dfs.datanode.data.dir")).parents
+    assert datanode["command"] == ["hdfs", "datanode"]
+    assert "entrypoint" not in datanode and "user" not in datanode
+
+
+def test_the_hadoop_images_are_a_published_tag_and_agree_on_the_cluster(compose):
+    for name in ("namenode", "datanode"):
+        image, tag = compose["services"][name]["image"].split(":")
+        assert image == HADOOP_IMAGE and HADOOP_TAG.fullmatch(tag), compose["services"][name]["image"]
+    nn, dn = (compose["services"][n]["environment"] for n in ("namenode", "datanode"))
+    assert nn["CORE-SITE.XML_fs.defaultFS"] == dn["CORE-SITE.XML_fs.defaultFS"] == "hdfs://namenode:8020"
+    webhdfs = json.loads(compose["services"]["airflow-worker"]["environment"]["AIRFLOW_CONN_WEBHDFS_DEFAULT"])
+    assert webhdfs["extra"]["default_fs"] == nn["CORE-SITE.XML_fs.defaultFS"]
