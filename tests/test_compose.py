@@ -175,3 +175,14 @@ def test_the_hadoop_images_are_a_published_tag_and_agree_on_the_cluster(compose)
     assert nn["CORE-SITE.XML_fs.defaultFS"] == dn["CORE-SITE.XML_fs.defaultFS"] == "hdfs://namenode:8020"
     webhdfs = json.loads(compose["services"]["airflow-worker"]["environment"]["AIRFLOW_CONN_WEBHDFS_DEFAULT"])
     assert webhdfs["extra"]["default_fs"] == nn["CORE-SITE.XML_fs.defaultFS"]
+
+
+def test_the_manifest_and_the_staging_root_are_files_of_the_repository_inside_a_bind(compose):
+    for name in AIRFLOW_SERVICES:
+        env = compose["services"][name]["environment"]
+        manifest = host_path(compose, name, env["MODEL_GOVERNANCE_REDEPLOY_MANIFEST"])
+        staging = host_path(compose, name, env["MODEL_GOVERNANCE_STAGING_ROOT"])
+        assert manifest is not None and manifest.is_file(), (name, env["MODEL_GOVERNANCE_REDEPLOY_MANIFEST"])
+        assert staging is not None and staging.is_dir(), (name, env["MODEL_GOVERNANCE_STAGING_ROOT"])
+        for model in yaml.safe_load(manifest.read_text())["models"]:  # the manifest's staged models resolve
+            assert (staging / model["staging"]).is_dir(), model
