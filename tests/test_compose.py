@@ -177,6 +177,15 @@ def test_the_hadoop_images_are_a_published_tag_and_agree_on_the_cluster(compose)
     assert webhdfs["extra"]["default_fs"] == nn["CORE-SITE.XML_fs.defaultFS"]
 
 
+def test_mleap_serving_runs_the_images_entrypoint_on_its_port(compose):
+    mleap = compose["services"]["mleap-serving"]
+    assert "command" not in mleap and "entrypoint" not in mleap
+    assert {"published": MLEAP_PORT, "target": MLEAP_PORT} in mleap["ports"] or f"{MLEAP_PORT}:{MLEAP_PORT}" in mleap["ports"]
+    conn = json.loads(compose["services"]["airflow-worker"]["environment"]["AIRFLOW_CONN_MLEAP_DEFAULT"])
+    assert conn["port"] == MLEAP_PORT
+    assert conn["extra"]["models_mount"] in [t for _, t in mounts(compose, "mleap-serving")]
+
+
 def test_the_manifest_and_the_staging_root_are_files_of_the_repository_inside_a_bind(compose):
     for name in AIRFLOW_SERVICES:
         env = compose["services"][name]["environment"]
@@ -186,3 +195,21 @@ def test_the_manifest_and_the_staging_root_are_files_of_the_repository_inside_a_
         assert staging is not None and staging.is_dir(), (name, env["MODEL_GOVERNANCE_STAGING_ROOT"])
         for model in yaml.safe_load(manifest.read_text())["models"]:  # the manifest's staged models resolve
             assert (staging / model["staging"]).is_dir(), model
+
+
+def test_airflow_services_start_as_the_official_compose_file_does(compose):
+    for name, command in OFFICIAL_AIRFLOW_COMMANDS.items():
+        service = compose["services"][name]
+        assert service["command"] in (command, command.split()), name
+        assert "entrypoint" not in service, name  # the image's /entrypoint (dumb-init, DB wait, then airflow)
+        assert service["user"] == "50000:0", name  # ${AIRFLOW_UID:-50000}:0, group 0 as the image expects
+        assert service["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully", name
+    init = compose["services"]["airflow-init"]
+    assert init["entrypoint"] in ("/bin/bash", ["/bin/bash"]) and init["user"] == "0:0"
+    script = init["command"][-1]
+    assert "/entrypoint airflow version" in script  # migrations and the admin user are the entrypoint's work
+    assert init["environment"]["_AIRFLOW_DB_MIGRATE"] == "true" and init["environment"]["_AIRFLOW_WWW_USER_CREATE"] == "true"
+    # the folders the workers write, made theirs before they start
+    worker_targets = [t for s, t in mounts(compose, "airflow-worker") if not s.startswith("/")]
+    for target in worker_targets:
+        assert target in script, f"airflow-init does not chown the volume {target}"
