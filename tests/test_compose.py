@@ -213,3 +213,74 @@ def test_airflow_services_start_as_the_official_compose_file_does(compose):
     worker_targets = [t for s, t in mounts(compose, "airflow-worker") if not s.startswith("/")]
     for target in worker_targets:
         assert target in script, f"airflow-init does not chown the volume {target}"
+
+
+# -- docker/airflow.Dockerfile ------------------------------------------------------------------------------
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    lines, current = [], ""
+    for raw in DOCKERFILE.read_text().splitlines():
+        if not current and raw.lstrip().startswith("#"):
+            continue
+        if raw.rstrip().endswith("\\"):
+            current += raw.rstrip()[:-1] + " "
+            continue
+        current += raw
+        if current.strip():
+            keyword, _, rest = current.strip().partition(" ")
+            lines.append((keyword.upper(), rest.strip()))
+        current = ""
+    return lines
+
+
+def test_the_airflow_image_installs_every_runtime_dependency_pyproject_names(compose):
+    import tomllib
+
+    project = tomllib.loads((PROJECT / "pyproject.toml").read_text())["project"]
+    instructions = dockerfile_instructions()
+    runs = [args for kind, args in instructions if kind == "RUN"]
+    # the list is generated from the pyproject.toml the image copies, by this command: run it here on ours
+    copies = [args.split()[-2:] for kind, args in instructions if kind == "COPY"]
+    assert any(src == "pyproject.toml" for src, _ in copies)
+    generate = next(r for r in runs if "tomllib" in r)
+    code = re.search(r'python -c "([^"]+)"', generate).group(1)
+    copied_to = next(dest for src, dest in copies if src == "pyproject.toml")
+    result = subprocess.run(
+        [sys.executable, "-c", code.replace(copied_to, str(PROJECT / "pyproject.toml"))], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == project["dependencies"]
+    requirements = re.search(r"> (\S+)", generate).group(1)
+    install = next(r for r in runs if "pip install" in r)
+    assert f"-r {requirements}" in install
+    assert '"apache-airflow==${AIRFLOW_VERSION}"' in install  # pip may not move the image's Airflow
+    # the image's Airflow satisfies pyproject's pin
+    from packaging.requirements import Requirement
+
+    base = next(args for kind, args in instructions if kind == "FROM")
+    image, tag = base.split(":")
+    assert image == "apache/airflow"
+    airflow = next(Requirement(d) for d in project["dependencies"] if Requirement(d).name == "apache-airflow")
+    assert tag in airflow.specifier
+    assert compose["services"]["airflow-worker"]["image"].endswith(f":{tag}")
+
+
+def test_the_airflow_image_can_run_the_spark_host_type():
+    instructions = dockerfile_instructions()
+    apt = next(args for kind, args in instructions if kind == "RUN" and "apt-get install" in args)
+    assert re.search(r"\b(default-jre-headless|openjdk-\d+-jre-headless)\b", apt), "spark-submit needs a Java runtime"
+    assert any(kind == "ENV" and args.startswith("JAVA_HOME=") for kind, args in instructions)
+    install = next(args for kind, args in instructions if kind == "RUN" and "pip install" in args)
+    assert "pyspark==" in install  # spark-submit for a local master, at pyspark-client's version
+    assert "git" in apt.split()  # staging from git repositories
+
+
+def test_the_airflow_image_build_context_holds_what_it_copies(compose):
+    context = Path(compose["services"]["airflow-worker"]["build"]["context"])
+    ignored = {line.strip() for line in (context / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")}
+    for kind, args in dockerfile_instructions():
+        if kind == "COPY":
+            source = [a for a in args.split() if not a.startswith("--")][0]
+            assert (context / source).exists(), source
+            assert source not in ignored, source
