@@ -63,6 +63,8 @@ public class MLeapRuntimeHost {
     static final long DEFAULT_MEMORY_TIMEOUT_MS = 15 * 60 * 1000L;
     static final Pattern MODEL_PATH = Pattern.compile("/models/([^/]+)(/meta|/transform)?");
     static final String JSON = "application/json;charset=UTF-8";
+    // Not MLeap's: a pause before each load (ms), so that tests can reach a model while it loads
+    static final long LOAD_DELAY_MS = Long.getLong("mleap.host.loadDelayMs", 0L);
 
     /** One BundleActor (mleap-executor service/BundleActor.scala): the model, its load, its idle clock. */
     static final class Model {
@@ -166,6 +168,7 @@ public class MLeapRuntimeHost {
         if (!validActorName(name) || MODELS.putIfAbsent(name, model) != null) { empty(ex, 400); return; }
         LOADS.execute(() -> {
             try {
+                Thread.sleep(LOAD_DELAY_MS);
                 model.bundle.complete(load(URI.create(uri)));
             } catch (Throwable t) {  // BundleActor.loaded(Failure): waiting requests fail, the actor stops
                 System.out.println("Cannot load bundle " + uri + " because: " + t);
@@ -202,7 +205,10 @@ public class MLeapRuntimeHost {
         } catch (ExecutionException | InterruptedException e) {
             // the load failure, wrapped in ExecutorException (LocalTransformService.wrapExceptions): no handler
             // maps it, so Spring Boot answers its default error JSON
-            System.out.println("GET " + ex.getRequestURI() + ": " + message(new ExecutorException(e.getCause())));
+            String cause = message(new ExecutorException(e.getCause()));
+            System.out.println("GET " + ex.getRequestURI() + ": " + cause);
+            // not in the real answer (the server only logs it): the load error, for tests and for humans
+            ex.getResponseHeaders().set("X-MLeap-Load-Error", cause.replaceAll("[\\r\\n]+", " "));
             springError(ex, 500, "Internal Server Error"); return;
         }
         ml.bundle.Bundle info = bundle.info().asBundle();  // TypeConverters.executorToPbBundleMeta
