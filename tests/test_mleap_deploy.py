@@ -140,6 +140,9 @@ def test_transient_server_errors_are_retried(dag, serving, first_version, devsta
     assert predict(serving) == pytest.approx(first_version - SHIFT)
 
 
+@pytest.mark.xfail(strict=True, reason="real MLeap cannot load http(s) URIs (HttpRepository, combust/mleap#513): the "
+                   "stand-in now fails them as the real runtime does; the product must refuse delivery webhdfs on "
+                   "spring-boot (issue 12, MLEAP_NOTES.md)")
 def test_spring_boot_fetches_the_bundle_from_webhdfs_itself(dag, devstack, tmp_path, monkeypatch, airflow_db):
     """`delivery: webhdfs`: no models folder; MLeap opens the registry's WebHDFS OPEN URL and follows the redirect."""
     from model_governance_devstack.mleap import MLeapStandIn

@@ -5,8 +5,10 @@ Bundles are read the way the real loader reads them (bundle.json, then every nod
 `<name>.node/` with model.json and node.json), from the server's own file system as `mounts` map it, like
 docker volumes. JSON bundles whose ops are implemented here (string_indexer, one_hot_encoder,
 vector_assembler, standard_scaler, linear_regression) really score; other ops load but cannot score.
-Not served: binary/avro LeapFrames, protobuf bundles, `http:` bundle URIs, gRPC, the memory timeout.
-Answers follow the sources: legacy mleap-serving v0.12.0 (akka-http) and mleap-spring-boot 0.25.
+Not served: binary/avro LeapFrames, protobuf bundles, gRPC. `http(s):` bundle URIs fail as MLeap's
+HttpRepository makes them fail (combust/mleap#513); a model idle for its memoryTimeout is unloaded.
+Answers follow the sources: legacy mleap-serving v0.12.0 (akka-http) and mleap-spring-boot 0.25; the
+spring-boot answers are held to the real MLeap runtime by tests/devstack/test_mleap_parity.py.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import posixpath
 import re
 import threading
@@ -35,6 +38,7 @@ LOAD_KEYS = {"modelName", "model_name", "uri", "config", "force"}
 TRANSFORM_KEYS = {"modelName", "model_name", "streamName", "stream_name", "flowConfig", "flow_config", "format",
                   "initTimeout", "init_timeout", "tag", "frame", "options"}
 DOUBLE, STRING = "double", "string"
+DEFAULT_MEMORY_TIMEOUT_MS = 15 * 60 * 1000  # mleap-executor reference.conf: default-memory-timeout
 DOUBLE_NN = {"type": "basic", "base": "double", "isNullable": False}
 
 
@@ -43,7 +47,11 @@ def tensor_type(size: int) -> dict[str, Any]:
 
 
 class LoadError(Exception):
-    """The bundle cannot be loaded (the real loader would throw)."""
+    """The bundle cannot be loaded: the exception the real loader throws, its class and its message."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(f"{kind}: {message}")
+        self.kind, self.message = kind, message
 
 
 class ScoringError(Exception):
@@ -89,6 +97,10 @@ class Stage:
             ports = [(p, DOUBLE) for p in ins], [(p, DOUBLE) for p in outs]
         self.inputs = [(ins[port], kind) for port, kind in ports[0]]  # KeyError: a port the op needs is unset
         self.outputs = [(outs[port], kind) for port, kind in ports[1]]
+        self.input_fields, self.output_fields = self.inputs, self.outputs
+
+    def stages(self) -> list["Stage"]:
+        return [self]
 
     def run(self, values: list[Any]) -> list[Any]:
         """Score one row: the input values in port order, the output values back."""
@@ -146,27 +158,75 @@ def _dense(value: Any, node: str) -> list[float]:
         raise ScoringError("IllegalArgumentException", f"{node}: invalid value {json.dumps(value)[:80]}") from None
 
 
+class ScalaMap:
+    """An immutable Scala 2.12 Map's iteration order, which MLeap's schemas show: insertion order up to four
+    entries (Map1..Map4), then a HashMap's hash-trie order, kept even when removals shrink it again."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, Any] = {}
+        self.hashed = False
+
+    def put(self, key: str, value: Any) -> None:
+        self.items[key] = value
+        self.hashed = self.hashed or len(self.items) > 4
+
+    def without(self, keys: Any) -> "ScalaMap":
+        out = ScalaMap()
+        out.items, out.hashed = {k: v for k, v in self.items.items() if k not in keys}, self.hashed
+        return out
+
+    def ordered(self) -> list[tuple[str, Any]]:
+        return sorted(self.items.items(), key=lambda item: _trie_path(item[0])) if self.hashed else list(self.items.items())
+
+
+def _trie_path(key: str) -> list[int]:
+    """Where scala.collection.immutable.HashMap (2.12) puts a String key: improve(hashCode), 5 bits a level."""
+    h = 0
+    for unit in range(0, len(encoded := key.encode("utf-16-be")), 2):  # String.hashCode over UTF-16 units
+        h = (31 * h + int.from_bytes(encoded[unit:unit + 2], "big")) & 0xFFFFFFFF
+    h = (h + (~(h << 9) & 0xFFFFFFFF)) & 0xFFFFFFFF
+    h ^= h >> 14
+    h = (h + (h << 4)) & 0xFFFFFFFF
+    h ^= h >> 10
+    return [(h >> shift) & 31 for shift in range(0, 32, 5)]
+
+
+class Pipeline:
+    """A pipeline node; its schemas as mleap-runtime's Pipeline.scala folds them from its children's."""
+
+    def __init__(self, children: list["Stage | Pipeline"]):
+        self.children = children
+        inputs, outputs = ScalaMap(), ScalaMap()
+        for child in children:
+            for name, kind in child.input_fields:
+                inputs.put(name, kind)
+            for name, kind in child.output_fields:
+                outputs.put(name, kind)
+        self.input_fields = inputs.without(outputs.items).ordered()  # the fields no stage produces
+        self.output_fields = outputs.ordered()
+
+    def stages(self) -> list[Stage]:
+        return [s for child in self.children for s in (child.stages() if isinstance(child, Pipeline) else [child])]
+
+
 class Bundle:
     """A loaded bundle: its bundle.json, its ops in pipeline order, and the schemas MLeap derives."""
 
-    def __init__(self, info: dict[str, Any], stages: list[Stage]):
-        self.info, self.stages = info, stages
-        inputs: dict[str, Any] = {}
-        outputs: dict[str, Any] = {}
-        for stage in stages:
-            inputs.update(stage.inputs)
-            outputs.update(stage.outputs)
-        # As MLeap's Pipeline: inputs are the fields no stage produces; outputs every stage's outputs.
-        self.input_schema = [{"name": n, "type": t} for n, t in inputs.items() if n not in outputs]
-        self.output_schema = [{"name": n, "type": t} for n, t in outputs.items()]
+    def __init__(self, info: dict[str, Any], root: "Stage | Pipeline"):
+        self.info = info
+        self.stages = root.stages() if isinstance(root, Pipeline) else [root]
+        self.input_schema = [{"name": n, "type": t} for n, t in root.input_fields]
+        self.output_schema = [{"name": n, "type": t} for n, t in root.output_fields]
 
     def transform(self, frame: dict[str, Any]) -> dict[str, Any]:
         fields = list(frame["schema"]["fields"])
         columns = {f["name"]: [row[i] for row in frame["rows"]] for i, f in enumerate(fields)}
         for stage in self.stages:
-            for name, _ in stage.inputs:
-                if name not in columns:
-                    raise ScoringError("IllegalArgumentException", f"invalid field: {name}")
+            absent = [name for name, _ in stage.inputs if name not in columns]
+            if len(stage.inputs) == 1 and absent:  # mleap-core StructType.indexOf (one input column)
+                raise ScoringError("IllegalArgumentException", f"invalid field: {absent[0]}")
+            if absent:  # StructType.indicesOf (several, as a vector assembler's)
+                raise ScoringError("IllegalArgumentException", f"invalid fields: {','.join(absent)}")
             try:
                 results = [stage.run([columns[n][r] for n, _ in stage.inputs]) for r in range(len(frame["rows"]))]
             except (ValueError, TypeError) as exc:  # a value of the wrong type for the op
@@ -180,61 +240,97 @@ class Bundle:
         return {"schema": {"fields": fields}, "rows": rows}
 
 
+class FrameError(ValueError):
+    """Not a LeapFrame; `kind` is the exception MLeap's JSON frame reader throws."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
 def read_frame(raw: bytes) -> dict[str, Any]:
-    """A LeapFrame from JSON; ValueError when it is not one (every row as wide as the schema)."""
-    frame = json.loads(raw)
+    """A LeapFrame from JSON; FrameError when it is not one (every row as wide as the schema)."""
+    try:
+        frame = json.loads(raw)
+    except ValueError as exc:
+        raise FrameError("JsonParser.ParsingException", str(exc)) from None
+    if not isinstance(frame, dict):
+        raise FrameError("DeserializationException", "Object expected")
+    for key in ("schema", "rows"):  # mleap-runtime JsonSupport reads the frame's fields by key
+        if key not in frame:
+            raise FrameError("NoSuchElementException", f"key not found: {key}")
     try:
         width = len([(f["name"], f["type"]) for f in frame["schema"]["fields"]])
         if not isinstance(frame["rows"], list) or any(not isinstance(r, list) or len(r) != width for r in frame["rows"]):
-            raise ValueError("rows must be lists as wide as the schema")
+            raise FrameError("IllegalArgumentException", "rows must be lists as wide as the schema")
     except (KeyError, TypeError):
-        raise ValueError("not a LeapFrame: {\"schema\": {\"fields\": [...]}, \"rows\": [...]}") from None
+        raise FrameError("DeserializationException", "not a LeapFrame: {\"schema\": {\"fields\": [...]}, \"rows\": [...]}") from None
     return frame
 
 
 def load_bundle(file: Path, shown: str) -> Bundle:
-    """Read a bundle as MLeap's BundleFile would, failing where it would; `shown` is the path in messages."""
-    if not file.is_file():
-        raise LoadError(f"file does not exist {shown}")
+    """Read a bundle as MLeap's BundleFile would, failing where it would; `shown` is the path in messages.
+
+    bundle-ml BundleFile.scala: a path ending in ".zip" is opened as a zip file system, any other as a
+    folder (a file under another name fails on its bundle.json: "Not a directory")."""
+    if not shown.endswith(".zip"):
+        if file.is_file():
+            raise LoadError("FileSystemException", f"{shown}/bundle.json: Not a directory")
+        root = file
+
+        def raw(name: str) -> bytes:
+            try:
+                return (root / name).read_bytes()
+            except OSError:
+                raise LoadError("NoSuchFileException", f"{shown}/{name}") from None
+
+        return _read_bundle(raw, shown)
     try:
         archive = zipfile.ZipFile(file)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise LoadError(f"{shown}: not a zip file ({exc})") from None
+    except (zipfile.BadZipFile, OSError):
+        raise LoadError("ZipException", "zip END header not found") from None  # java.util.zip's text
     with archive:
         entries = {name.lstrip("/").removeprefix("./"): name for name in archive.namelist()}
 
-        def read(name: str) -> dict[str, Any]:
+        def read_entry(name: str) -> bytes:
             if name not in entries:
-                raise LoadError(f"NoSuchFileException: {name} (in {shown})")
+                raise LoadError("NoSuchFileException", f"/{name}")
             try:
-                value = json.loads(archive.read(entries[name]))
-            except (ValueError, zipfile.BadZipFile) as exc:
-                raise LoadError(f"{name} in {shown} is not valid JSON ({exc})") from None
-            if not isinstance(value, dict):
-                raise LoadError(f"{name} in {shown} is not a JSON object")
-            return value
+                return archive.read(entries[name])
+            except (zipfile.BadZipFile, OSError) as exc:
+                raise LoadError("ZipException", str(exc)) from None
 
-        info = read("bundle.json")
-        missing = [key for key in BUNDLE_KEYS if not info.get(key)]
-        if missing:
-            raise LoadError(f"bundle.json in {shown} lacks {', '.join(missing)}")
-        if info["format"] != "json":
-            raise LoadError(f"{shown}: format {info['format']!r}: the stand-in reads JSON bundles only")
-        stages: list[Stage] = []
+        return _read_bundle(read_entry, shown)
 
-        def load_node(folder: str) -> None:
-            model, node = read(f"{folder}/model.json"), read(f"{folder}/node.json")
-            if model.get("op") == "pipeline":
-                for child in _attr(model, "nodes") or _attr(model, "children") or []:
-                    load_node(f"{folder}/{child}.node")
-                return
-            try:
-                stages.append(Stage(model, node))
-            except (KeyError, IndexError, TypeError, ValueError, StopIteration) as exc:
-                raise LoadError(f"{folder} in {shown}: invalid {model.get('op')!r} node ({exc!r})") from None
 
-        load_node("root")
-    return Bundle(info, stages)
+def _read_bundle(raw: Any, shown: str) -> Bundle:
+    """A bundle from its files (`raw(name)` gives one's bytes): bundle.json, then the pipeline's nodes."""
+    def read(name: str) -> dict[str, Any]:
+        try:
+            value = json.loads(raw(name))
+        except ValueError as exc:
+            raise LoadError("JsonParser.ParsingException", f"{name} in {shown}: {exc}") from None
+        if not isinstance(value, dict):
+            raise LoadError("DeserializationException", f"{name} in {shown}: JSON object expected")
+        return value
+
+    info = read("bundle.json")
+    missing = [key for key in BUNDLE_KEYS if not info.get(key)]
+    if missing:
+        raise LoadError("DeserializationException", f"bundle.json in {shown} lacks {', '.join(missing)}")
+    if info["format"] != "json":
+        raise LoadError("UnsupportedOperationException", f"{shown}: format {info['format']!r}: the stand-in reads JSON bundles only")
+
+    def load_node(folder: str) -> Stage | Pipeline:
+        model, node = read(f"{folder}/model.json"), read(f"{folder}/node.json")
+        if model.get("op") == "pipeline":
+            return Pipeline([load_node(f"{folder}/{child}.node") for child in _attr(model, "nodes") or _attr(model, "children") or []])
+        try:
+            return Stage(model, node)
+        except (KeyError, IndexError, TypeError, ValueError, StopIteration) as exc:
+            raise LoadError("IllegalArgumentException", f"{folder} in {shown}: invalid {model.get('op')!r} node ({exc!r})") from None
+
+    return Bundle(info, load_node("root"))
 
 
 def proto_schema(fields: list[dict[str, Any]]) -> dict[str, Any]:
@@ -309,7 +405,7 @@ class LegacyHandler(_Handler):
             return self.send_text(400, "The request content was malformed:\nexpected {\"path\": string}")
         try:
             if path is None:  # the real service calls request.path.get
-                raise LoadError("NoSuchElementException: None.get")
+                raise LoadError("NoSuchElementException", "None.get")
             bundle = self.stand_in.load(path)
         except LoadError as exc:  # the future fails, the old model stays loaded
             self.log_message("load of %s failed: %s", path, exc)
@@ -381,7 +477,8 @@ class SpringBootHandler(_Handler):
         if not (isinstance(name, str) and ACTOR_NAME.fullmatch(name) and isinstance(uri, str) and isinstance(config, dict)):
             return self.send_bytes(400, b"", None)  # akka's InvalidActorNameException
         entry = {"name": name, "uri": uri, "config": {k: config[k] for k in ("memoryTimeout", "diskTimeout") if k in config},
-                 "ready": threading.Event(), "bundle": None, "error": None}
+                 "ready": threading.Event(), "bundle": None, "error": None, "touched": time.monotonic()}
+        self.stand_in.named(name, touch=False)  # an idle model's name is free again
         with self.stand_in.lock:
             if name in self.stand_in.models:  # the actor name is taken, loading or loaded
                 return self.send_bytes(400, b"", None)
@@ -390,18 +487,19 @@ class SpringBootHandler(_Handler):
         self.send_json(202, _model_json(entry))
 
     def get_model(self, name: str) -> None:
-        entry = self.stand_in.models.get(unquote(name))
+        entry = self.stand_in.named(unquote(name))
         return self.send_json(200, _model_json(entry)) if entry else self.not_found()
 
     def unload_model(self, name: str) -> None:
         if not self.is_json():
             return self.send_bytes(415, b"", None)
+        self.stand_in.named(unquote(name), touch=False)
         with self.stand_in.lock:
             entry = self.stand_in.models.pop(unquote(name), None)
         return self.send_json(200, _model_json(entry)) if entry else self.not_found()
 
     def get_meta(self, name: str) -> None:
-        entry, timeout = self.stand_in.models.get(unquote(name)), self.ask_timeout()
+        entry, timeout = self.stand_in.named(unquote(name)), self.ask_timeout()
         if entry is None:
             return self.not_found()
         if not entry["ready"].wait(timeout):
@@ -409,7 +507,9 @@ class SpringBootHandler(_Handler):
         if entry["error"]:  # not mapped by GlobalExceptionHandler: Spring Boot's default error JSON
             when = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
             path = urlsplit(self.path).path
-            return self.send_json(500, {"timestamp": when, "status": 500, "error": "Internal Server Error", "path": path})
+            # the real server only logs the load error; this header (also sent by the runtime host) shows it
+            cause = {"X-MLeap-Load-Error": f"ExecutorException: {entry['error'].message}"}
+            return self.send_json(500, {"timestamp": when, "status": 500, "error": "Internal Server Error", "path": path}, cause)
         bundle = entry["bundle"]
         info = {"uid": bundle.info["uid"], "name": bundle.info["name"], "format": "JSON",
                 "version": bundle.info["version"], "timestamp": bundle.info.get("timestamp", "")}
@@ -418,13 +518,13 @@ class SpringBootHandler(_Handler):
 
     def _score(self, name: str, frame: dict[str, Any]) -> dict[str, Any]:
         """Score with a named model as the executor does: wait for its load; failures raise ScoringError."""
-        entry, timeout = self.stand_in.models.get(name), self.ask_timeout()
+        entry, timeout = self.stand_in.named(name), self.ask_timeout()
         if entry is None:
             raise ScoringError("NotFoundException", f"no model with name {name}")
         if not entry["ready"].wait(timeout):
             raise ScoringError("TimeoutException", f"Ask timed out on model {name}")
         if entry["error"]:
-            raise ScoringError("ExecutorException", str(entry["error"]))
+            raise ScoringError("ExecutorException", entry["error"].message)  # LocalTransformService.wrapExceptions
         self.stand_in._take_transform_fault()
         return entry["bundle"].transform(frame)
 
@@ -433,8 +533,8 @@ class SpringBootHandler(_Handler):
             return self.send_bytes(415, b"", None)
         try:
             frame = read_frame(self.body())
-        except ValueError as exc:
-            return self.send_json(200, _error(ScoringError("IllegalArgumentException", str(exc))))
+        except FrameError as exc:
+            return self.send_json(200, _error(ScoringError(exc.kind, str(exc))))
         try:
             self.send_json(200, self._score(unquote(name), frame))
         except ScoringError as exc:
@@ -454,8 +554,8 @@ class SpringBootHandler(_Handler):
                 raise ScoringError("IllegalArgumentException", f"the stand-in reads {JSON_FORMAT} only, not {body.get('format')!r}")
             try:
                 frame = read_frame(raw)
-            except ValueError as exc:
-                raise ScoringError("IllegalArgumentException", str(exc)) from None
+            except FrameError as exc:
+                raise ScoringError(exc.kind, str(exc)) from None
             scored = self._score(body.get("modelName", body.get("model_name", "")), frame)
             answer["frame"] = base64.b64encode(json.dumps(scored).encode()).decode()
         except ScoringError as exc:
@@ -551,34 +651,41 @@ class MLeapStandIn:
         return None
 
     def load(self, server_path: str | None, uri: str = "") -> Bundle:
-        """Load a bundle by its path on the server, or (None) by its http(s) URI, taking load_delay."""
+        """Load a bundle by its path on the server, or (None) by its URI, taking load_delay. As
+        mleap-executor's MultiRepository: `file:` (FileRepository), then `http(s):` (HttpRepository)."""
         time.sleep(self.load_delay)
         if server_path is None and uri.startswith(("http://", "https://")):
             return self._load_url(uri)
         if server_path is None:
-            raise LoadError(f"BundleException: no repository can handle {uri!r}")
+            raise LoadError("BundleException", "could not find a repository to download the bundle file")
         if not server_path:
-            raise LoadError("BundleException: file path cannot be empty")
+            raise LoadError("BundleException", "file path cannot be empty")
         file = self.resolve(server_path)
-        if file is None:
-            raise LoadError(f"file does not exist {server_path}")
+        if file is None or not file.exists():
+            raise LoadError("BundleException", f"file does not exist {posixpath.normpath(server_path)}")
         return load_bundle(file, server_path)
 
     def _load_url(self, uri: str) -> Bundle:
-        """MLeap's http(s) repository: a GET with no credentials, redirects followed, into a temp file."""
+        """MLeap's HttpRepository, bug included (combust/mleap#513): `Files.createTempFile` makes the file,
+        then `Files.copy(url.openStream(), tmpFile)` refuses to overwrite it. The GET is sent, the download
+        thrown away, the empty temporary file left behind: every http(s) load fails."""
         import tempfile
         import urllib.error
         import urllib.request
 
-        with tempfile.TemporaryDirectory(dir=self.state_dir) as folder:
-            file = Path(folder) / "bundle.zip"
-            try:
-                with urllib.request.urlopen(uri, timeout=30) as answer, file.open("wb") as out:
-                    while chunk := answer.read(1 << 20):
-                        out.write(chunk)
-            except (urllib.error.URLError, OSError) as exc:
-                raise LoadError(f"BundleException: could not download {uri}: {exc}") from None
-            return load_bundle(file, uri)
+        tmp = self.state_dir / "tmp"
+        tmp.mkdir(exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix="mleap", suffix=".bundle.zip", dir=tmp)
+        os.close(handle)
+        try:
+            urllib.request.urlopen(uri, timeout=30).close()  # url.openStream(): java.net's exceptions
+        except urllib.error.HTTPError as exc:
+            if exc.code in (404, 410):
+                raise LoadError("FileNotFoundException", uri) from None
+            raise LoadError("IOException", f"Server returned HTTP response code: {exc.code} for URL: {uri}") from None
+        except (urllib.error.URLError, OSError):
+            raise LoadError("ConnectException", "Connection refused") from None
+        raise LoadError("FileAlreadyExistsException", name)
 
     def _load_named(self, entry: dict[str, Any]) -> None:
         """spring-boot's background load: a failure drops the model, so later requests answer 404."""
@@ -591,4 +698,21 @@ class MLeapStandIn:
                 if self.models.get(entry["name"]) is entry:
                     del self.models[entry["name"]]
         finally:
+            entry["touched"] = time.monotonic()  # the Loaded message restarts the actor's idle clock
             entry["ready"].set()
+
+    def named(self, name: str, touch: bool = True) -> dict[str, Any] | None:
+        """The named model, its idle clock restarted (`touch`); None if unknown or unloaded by its
+        memoryTimeout (BundleActor: any message restarts `setReceiveTimeout`; when it fires the actor stops)."""
+        with self.lock:
+            entry = self.models.get(name)
+            if entry is None:
+                return None
+            now = time.monotonic()
+            limit = entry["config"].get("memoryTimeout", DEFAULT_MEMORY_TIMEOUT_MS) / 1000
+            if now - entry["touched"] > limit:
+                del self.models[name]
+                return None
+            if touch:
+                entry["touched"] = now
+            return entry

@@ -247,6 +247,54 @@ def test_spring_boot_failed_load_drops_the_model(spring):
     assert load(spring, "broken", f"file:{GOOD}").status_code == 202  # the name is free again
 
 
+def test_spring_boot_load_errors_are_mleaps(spring, models_dir):
+    (models_dir / "rental" / "1.1" / "bundle").write_bytes(BUNDLE.read_bytes())  # not named *.zip: a folder
+    for name, uri, error in (("nozip", "file:/models/rental/1.1/bundle", "FileSystemException"),
+                             ("corrupt", f"file:{BROKEN}", None), ("absent", "file:/models/none.zip", None),
+                             ("remote", "http://127.0.0.1:9/x.zip", None), ("s3", "s3://bucket/x.zip", None)):
+        load(spring, name, uri)
+        meta = requests.get(f"{spring.url}/models/{name}/meta", timeout=5)
+        assert meta.status_code == 500 and meta.headers["X-MLeap-Load-Error"].startswith("ExecutorException: ")
+    assert requests.get(f"{spring.url}/models/nozip/meta", timeout=5).status_code == 404
+    load(spring, "absent", "file:/models/none.zip")
+    meta = requests.get(f"{spring.url}/models/absent/meta", timeout=5)
+    assert meta.headers["X-MLeap-Load-Error"] == "ExecutorException: file does not exist /models/none.zip"
+    load(spring, "nozip", "file:/models/rental/1.1/bundle")
+    meta = requests.get(f"{spring.url}/models/nozip/meta", timeout=5)
+    assert meta.headers["X-MLeap-Load-Error"] == "ExecutorException: /models/rental/1.1/bundle/bundle.json: Not a directory"
+
+
+def test_spring_boot_http_uris_fail_as_mleaps_http_repository(spring):
+    """combust/mleap#513: the temporary file exists before the copy, so every http(s) load fails."""
+    import http.server
+    import threading
+
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    try:
+        load(spring, "remote", f"http://127.0.0.1:{site.server_address[1]}/x.zip")
+        meta = requests.get(f"{spring.url}/models/remote/meta", timeout=5)
+    finally:
+        site.shutdown()
+        site.server_close()
+    assert meta.status_code == 500
+    assert meta.headers["X-MLeap-Load-Error"] == f"ExecutorException: http://127.0.0.1:{site.server_address[1]}/x.zip"  # 404
+    assert list((spring.state_dir / "tmp").glob("mleap*.bundle.zip"))  # left behind, as MLeap leaves them
+
+
+def test_spring_boot_memory_timeout(spring):
+    load_body = {"modelName": "idle", "uri": f"file:{GOOD}", "config": {"memoryTimeout": 600}}
+    assert requests.post(f"{spring.url}/models", json=load_body, timeout=5).status_code == 202
+    assert requests.get(f"{spring.url}/models/idle/meta", timeout=5).status_code == 200
+    for _ in range(4):  # any request restarts the idle clock
+        time.sleep(0.3)
+        assert requests.get(f"{spring.url}/models/idle", timeout=5).status_code == 200
+    time.sleep(0.9)
+    assert requests.get(f"{spring.url}/models/idle", timeout=5).status_code == 404
+    answer = requests.post(f"{spring.url}/models/idle/transform", json=SAMPLE, timeout=5).json()
+    assert answer["error"] == "NotFoundException: no model with name idle"
+
+
 def test_spring_boot_meta_times_out_empty_then_answers(spring):
     load(spring, "rental", f"file:{GOOD}")
     early = requests.get(f"{spring.url}/models/rental/meta", headers={"timeout": "50"}, timeout=5)
@@ -331,7 +379,7 @@ def test_the_hook_drives_the_spring_boot_api(spring, models_dir, monkeypatch):
     with pytest.raises(ModelLoadError):
         hook.wait_loaded("broken", timeout=10, poll=0.05)
     assert hook.get_model("broken") is None
-    with pytest.raises(ModelVerificationError, match="invalid field: bedrooms"):
+    with pytest.raises(ModelVerificationError, match="invalid fields: bedrooms,security_deposit,"):  # as MLeap's StructType
         hook.transform_named("rental", {"schema": {"fields": SAMPLE["schema"]["fields"][:2]}, "rows": [SAMPLE["rows"][0][:2]]})
     assert hook.unload_model("rental") is True
     assert hook.unload_model("rental") is False
