@@ -167,7 +167,7 @@ def model_slug(name: str) -> str:
     `Prix été` -> `prix-ete--<hash>`, `模型` -> `model--<hash>`. Plain slugs never hold `--`, so the two forms
     never meet; the registry also records the exact name and checks it before writing."""
     exact = unicodedata.normalize("NFC", name)
-    if _PLAIN_NAME_RE.fullmatch(exact):
+    if len(exact) <= 64 and _PLAIN_NAME_RE.fullmatch(exact):
         return exact.replace(" ", "-")
     readable = slugify(exact)[:64].strip("-") or "model"
     return f"{readable}--{hashlib.sha256(exact.encode()).hexdigest()[:12]}"

@@ -530,9 +530,10 @@ class Registry:
                 where, model.name, model.version,
             )
         else:
+            shown = "; ".join(diff[:5]) + (f"; and {len(diff) - 5} more" if len(diff) > 5 else "")
             raise RegistryConflictError(
                 f"{where} already holds {model.name} {model.version}, which served, with different content "
-                f"(bump model.version, or set force to replace it):\n  " + "\n  ".join(diff)
+                f"(bump model.version, or set force to replace it): {shown}"
             )
         return False
 

@@ -570,13 +570,17 @@ def safe_extract(archive: Path, target: Path, max_bytes: int = MAX_ARCHIVE_BYTES
         count += 1
         if count > max_files:
             raise StagingError(f"{archive.name}: more than {max_files} files")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("wb") as out:
-            while chunk := stream.read(DOWNLOAD_CHUNK):
-                written += len(chunk)
-                if written > max_bytes:
-                    raise StagingError(f"{archive.name}: expands past {max_bytes} bytes (a zip bomb?) at {name!r}")
-                out.write(chunk)
+        check_entry_name(name.strip("/"), archive.name)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("wb") as out:
+                while chunk := stream.read(DOWNLOAD_CHUNK):
+                    written += len(chunk)
+                    if written > max_bytes:
+                        raise StagingError(f"{archive.name}: expands past {max_bytes} bytes (a zip bomb?) at {name!r}")
+                    out.write(chunk)
+        except OSError as exc:
+            raise StagingError(f"{archive.name}: entry {name[:80]!r} cannot be extracted ({exc.strerror})") from None
 
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
@@ -634,7 +638,8 @@ def stage(
         url = archive_url(location)
         archive = workdir / "staging-archive"
         digest = download(url, archive, Credentials.from_connection(conn_id))
-        folder = safe_extract(archive, workdir / "staged")
+        with users_paths(Path(archive.name), redact_url(url)):  # name the URL, not the downloaded file
+            folder = safe_extract(archive, workdir / "staged")
         archive.unlink()
         kind, revision = "archive", f"sha256:{digest}"
         shown = redact_url(url)

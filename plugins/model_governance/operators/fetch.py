@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from airflow.sdk import BaseOperator
 
@@ -55,7 +56,7 @@ class FetchStagingOperator(BaseOperator):
         registry = Registry.from_root(self.registry_root, self.webhdfs_conn_id)
         key = run_key(context)
         dag_id = context["dag"].dag_id
-        with tempfile.TemporaryDirectory(prefix="model-governance-") as workdir:
+        with tempfile.TemporaryDirectory(prefix="model-governance-") as workdir, one_line_errors():
             staged = stage(self.staging, Path(workdir), require_endpoint=self.host_type == "microservice")
             self.log.info(
                 "Staged %s %s from %s (%s): %d files, %d bytes; serialized model %s",
@@ -89,6 +90,18 @@ class FetchStagingOperator(BaseOperator):
             run_key=key,
         )
         return doc.to_json()
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """An input error is one line in the task log: a newline in a user's value cannot forge log lines."""
+    try:
+        yield
+    except InvalidInputError as exc:
+        text = str(exc)
+        if "\n" not in text and "\r" not in text:
+            raise
+        raise type(exc)(text.replace("\r", "\\r").replace("\n", "\\n")) from None
 
 
 def release_run(registry: Any, key: str, log: Any) -> None:
