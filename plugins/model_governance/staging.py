@@ -103,6 +103,10 @@ def fetch_local(source: Path, workdir: Path) -> Path:
     root_fd = os.open(source, os.O_RDONLY | os.O_DIRECTORY)
     try:
         entries = _inspect_tree(source, root_fd, info.st_uid)
+        for dirpath, dirnames, _ in os.walk(source, followlinks=False):  # empty folders too (executable/)
+            rel_dir = Path(dirpath).relative_to(source)
+            dirnames[:] = [d for d in dirnames if d not in IGNORED_NAMES and not os.path.islink(os.path.join(dirpath, d))]
+            (target / rel_dir).mkdir(parents=True, exist_ok=True)
         for entry in entries:
             _copy_entry(source, root_fd, entry, target)
     finally:
