@@ -585,3 +585,51 @@ def test_the_wait_message_names_the_holder(registry, caplog):
 
 def test_input_errors_do_not_retry():
     assert issubclass(StagingError, InvalidInputError) and issubclass(RegistryConflictError, InvalidInputError)
+
+
+# -- smaller wrong results (issue 11, items 7 and 8) ----------------------------------------------------------
+def test_the_webhdfs_stand_in_refuses_dot_segments_as_hdfs_does(tmp_path):
+    """Hadoop's DFSUtil.isValidName refuses '.', '..' and ':' components: 400 InvalidPathException."""
+    import http.client
+
+    from model_governance.devstack.webhdfs import WebHDFSStandIn
+
+    with WebHDFSStandIn(tmp_path / "hdfs") as hdfs:
+        for path in ("/webhdfs/v1/a/../b?op=MKDIRS", "/webhdfs/v1/a/%2E%2E/b?op=MKDIRS", "/webhdfs/v1/a/./b?op=MKDIRS",
+                     "/webhdfs/v1/ok?op=RENAME&destination=/ok/../../escape"):
+            conn = http.client.HTTPConnection("127.0.0.1", hdfs.port)
+            conn.request("PUT", path + "&user.name=hdfs")
+            answer = conn.getresponse()
+            body = json.loads(answer.read())
+            assert answer.status == 400 and body["RemoteException"]["exception"] == "InvalidPathException", path
+            assert body["RemoteException"]["message"].startswith("Invalid path name /")
+        assert not (tmp_path / "escape").exists() and not (tmp_path / "hdfs" / "b").exists()
+
+
+@pytest.mark.parametrize("root", ["/srv/registry/../etc", "file:///srv/./r", "/srv/a:b", "file://tmp/x", "s3://bucket/x"])
+def test_registry_roots_are_never_guessed(root):
+    with pytest.raises(InvalidInputError, match="registry_root"):
+        Registry.from_root(root)
+
+
+def test_cli_output_cannot_be_forged_by_a_value(capsys):
+    from model_governance.cli import print_table, printable
+
+    assert printable("rental\nFORGED  deployed") == "rental\\nFORGED  deployed"
+    print_table([["a\r\nb", "x\u2028y"]], ["NAME", "OTHER"])
+    out = capsys.readouterr().out
+    assert out.count("\n") == 2 and "a\\r\\nb" in out and "x\\u2028y" in out
+
+
+def test_a_guid_in_capitals_is_the_same_guid():
+    from model_governance.governance import find_deployment
+
+    asked = []
+
+    class Hook:
+        def get_entity_by_guid(self, guid):
+            asked.append(guid)
+            return {"entity": {"typeName": "model", "guid": guid}}
+
+    find_deployment(Hook(), "2C40219E-2E0E-4FC4-A5DB-11D01AEC1FFC")
+    assert asked == ["2c40219e-2e0e-4fc4-a5db-11d01aec1ffc"]
