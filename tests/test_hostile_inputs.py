@@ -222,7 +222,7 @@ CLI_CASES = [
 
 
 class ArchiveHandler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         data = self.server.archives.get(self.path.lstrip("/"))
         self.send_response(200 if data is not None else 404)
         self.send_header("Content-Length", str(len(data or b"")))
@@ -290,7 +290,6 @@ def release(world: World) -> None:
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_hostile_input(case, world, dag_params, webhdfs):
     from airflow.sdk.exceptions import AirflowFailException
-
     from model_governance.operators.fetch import FetchStagingOperator
 
     label, build, expected = case

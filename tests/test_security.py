@@ -19,7 +19,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
 from model_governance import staging
 from model_governance.exceptions import InvalidInputError, RegistryConflictError, StagingError
 from model_governance.metadata import model_slug, slugify
@@ -60,7 +59,7 @@ def injections(repo: Path, marker: Path) -> dict[str, str]:
         "URL as an option": f"git+--upload-pack={cmd}",
         "ext:: transport": f"git+ext::sh -c {cmd.replace(' ', '% ')}",
         "ssh transport with ProxyCommand": f"git+ssh://-oProxyCommand={cmd.replace(' ', '%20')}/x",
-        "https host as an option": f"git+https://-oProxyCommand=x/repo.git@main",
+        "https host as an option": "git+https://-oProxyCommand=x/repo.git@main",
         "file path as an option": "git+file:///--upload-pack=x@main",
         "fd:: transport": "git+fd::17",
         "http (not https) transport": f"git+http://127.0.0.1:9/{marker.name}.git",
@@ -129,7 +128,7 @@ def test_git_credentials_only_to_the_connection_host_over_https():
 class Recorder(BaseHTTPRequestHandler):
     """Answers archives; records each request's credential headers; `/hop` redirects to the other server."""
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self.server.seen.append((self.path, self.headers.get("Authorization"), self.headers.get("PRIVATE-TOKEN")))
         if self.path.startswith("/hop"):
             self.send_response(302)
@@ -255,7 +254,6 @@ def test_credentials_inside_the_staging_value_are_refused(value, tmp_path):
 
 def test_the_trigger_form_refuses_credentials_in_urls():
     from airflow.sdk.definitions.param import ParamsDict
-
     from model_governance.params import staging_param
 
     params = ParamsDict({"staging": staging_param("rental-pricing-prediction")})
@@ -449,7 +447,7 @@ def test_names_that_slugified_alike_get_their_own_folders(registry, tmp_path):
     second, _ = publish(registry, tmp_path, "Prix ete", readme="# another model\n")
     third, _ = publish(registry, tmp_path, "模型", readme="# a third\n")
     assert len({first.path, second.path, third.path}) == 3
-    force, _ = publish(registry, tmp_path, "Prix ete", readme="# changed\n", force=True, run="r2")
+    publish(registry, tmp_path, "Prix ete", readme="# changed\n", force=True, run="r2")
     manifest = json.loads(Path(first.path, "MANIFEST.json").read_text())
     assert manifest["model"]["name"] == "Prix été"  # the other model's version is untouched
     assert (Path(first.path) / "README.md").read_text() == (EXAMPLE_STAGING / "README.md").read_text()

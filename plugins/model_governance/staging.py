@@ -7,7 +7,6 @@ anything reads it, so the run works on one consistent snapshot even if the owner
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
@@ -647,7 +646,7 @@ def stage(
         archive.unlink()
         kind, revision = "archive", f"sha256:{digest}"
         shown = redact_url(url)
-    elif location.startswith("/") or location.startswith("file:"):
+    elif location.startswith(("/", "file:")):
         folder = fetch_local(Path(local_path(location)), workdir)
         kind, revision = "local", ""
     else:
