@@ -508,7 +508,7 @@ def run_fetch(registry_root: str, staging_value: str, run_id: str, force: bool =
 
 
 def lock_state(root: Path) -> tuple[list[str], list[str]]:
-    locks = sorted(p.name for p in (root / ".locks").glob("*")) if (root / ".locks").is_dir() else []
+    locks = sorted(p.relative_to(root / ".locks").as_posix() for p in (root / ".locks").rglob("*") if p.is_file())
     pending = sorted(p.name for p in (root / ".pending").glob("*")) if (root / ".pending").is_dir() else []
     return locks, pending
 
@@ -561,7 +561,17 @@ def test_every_failure_of_fetch_releases_the_lock(failure, tmp_path, monkeypatch
     if failure.startswith("corrupt"):
         Path(info.path, "MANIFEST.json").write_text(good)  # repaired by the operator
     run_fetch(str(root), str(first), "run-2")  # the next run of the model goes on at once
-    assert lock_state(root)[0] == [".".join([model_slug("rental pricing prediction"), "lock"])]
+    assert f"{model_slug('rental pricing prediction')}.lock" in lock_state(root)[0]
+
+
+def test_locks_are_released_even_when_the_registry_cannot_be_read(registry, monkeypatch):
+    """The clean-up of a run whose registry answers no reads (WebHDFS OPEN failing) still releases its lock."""
+    registry.acquire_lock("m", "run-1")
+    registry.acquire_lock("other", "run-2")
+    monkeypatch.setattr(Registry, "read_bytes", lambda self, path: (_ for _ in ()).throw(OSError("OPEN refused")))
+    assert registry.release_locks("run-1") == ["m"]
+    monkeypatch.undo()
+    assert registry.release_locks("run-2") == ["other"]
 
 
 def test_a_lock_of_a_run_that_ended_is_taken_over_at_once(registry, caplog):

@@ -440,9 +440,13 @@ class Registry:
         deadline = time.monotonic() + wait
         while not self.store.create_exclusive(path, claim):
             holder = self._lock_holder(path)
-            if holder is None:
-                continue  # released between our two calls
+            if holder is None:  # released between our two calls, or unreadable just now
+                if time.monotonic() >= deadline:
+                    raise RegistryError(f"could not take the deployment lock {self.store.url(path)}")
+                time.sleep(min(poll, 0.5))
+                continue
             if holder.get("run_id") == run_id:
+                self._note_held(slug, run_id)
                 return
             age = time.time() - float(holder.get("since", 0))
             who = describe_holder(holder)
@@ -459,6 +463,18 @@ class Registry:
                 raise RegistryError(f"{slug} is being deployed by {who} (for {age:.0f} s); try again when it ends")
             log.info("Waiting for %s, which holds the deployment lock of %s (for %.0f s)", who, slug, age)
             time.sleep(poll)
+        self._note_held(slug, run_id)
+
+    def _held_dir(self, run_id: str) -> str:
+        return posixpath.join(self.root, LOCKS_DIR, ".runs", run_path_segment(run_id))
+
+    def _note_held(self, slug: str, run_id: str) -> None:
+        """An empty file naming the model under the run's folder: the clean-up finds the run's locks by
+        listing, so it can release them even when the registry cannot be read (WebHDFS OPEN failing)."""
+        try:
+            self.store.write_file(posixpath.join(self._held_dir(run_id), slug), io.BytesIO(b""), 0)
+        except Exception as exc:  # the lock's own content still names the run
+            log.warning("Could not note the lock of %s under %s (%s)", slug, self._held_dir(run_id), exc)
 
     def _break_lock(self, path: str, holder: dict[str, Any]) -> None:
         """Delete a lock, unless it changed hands since it was read (then the next loop looks again)."""
@@ -466,16 +482,33 @@ class Registry:
             self.store.delete(path)
 
     def release_locks(self, run_id: str) -> list[str]:
-        """Release every model lock this run holds (the clean-up knows the run, not always the model)."""
+        """Release every model lock this run holds (the clean-up knows the run, not always the model).
+
+        A lock is this run's if its content says so; if its content cannot be read, if the run noted it
+        when taking it (the run is still running, so no other run can have taken it over)."""
         folder = posixpath.join(self.root, LOCKS_DIR)
         if not self.store.is_dir(folder):
             return []
+        held_dir = self._held_dir(run_id)
+        held = set(self.store.list_files(held_dir)) if self.store.is_dir(held_dir) else set()
         released = []
         for name in self.store.list_files(folder):
-            path = posixpath.join(folder, name)
-            holder = self._lock_holder(path)
-            if holder is not None and holder.get("run_id") == run_id and self.store.delete(path):
-                released.append(name.removesuffix(".lock"))
+            if "/" in name or not name.endswith(".lock"):
+                continue
+            path, slug = posixpath.join(folder, name), name.removesuffix(".lock")
+            try:
+                holder = json.loads(self.read_bytes(path))
+                mine = isinstance(holder, dict) and holder.get("run_id") == run_id
+            except ValueError:
+                mine = slug in held
+            except Exception:
+                if not self.store.exists(path):
+                    continue
+                mine = slug in held
+            if mine and self.store.delete(path):
+                released.append(slug)
+        if held:
+            self.store.delete(held_dir)
         return released
 
     def _lock_holder(self, path: str) -> dict[str, Any] | None:
