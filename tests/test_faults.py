@@ -133,7 +133,8 @@ def _locks(stack):
     from hdfs import InsecureClient
 
     client = InsecureClient(f"http://127.0.0.1:{stack.webhdfs.port}", user="hdfs")
-    return client.list("/model-registry/.locks") if client.status("/model-registry/.locks", strict=False) else []
+    found = client.list("/model-registry/.locks") if client.status("/model-registry/.locks", strict=False) else []
+    return [name for name in found if name.endswith(".lock")]  # .runs/ holds the runs' notes of their locks
 
 
 def check_invariants(stack, predictions):
