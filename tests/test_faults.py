@@ -134,7 +134,7 @@ def _locks(stack):
 
     client = InsecureClient(f"http://127.0.0.1:{stack.webhdfs.port}", user="hdfs")
     found = client.list("/model-registry/.locks") if client.status("/model-registry/.locks", strict=False) else []
-    return [name for name in found if name.endswith(".lock")]  # .runs/ holds the runs' notes of their locks
+    return [name for name in found if name.endswith(".lock")]  # .held.<run>.<model>: a run's note of its lock
 
 
 def check_invariants(stack, predictions):

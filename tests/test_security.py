@@ -508,7 +508,7 @@ def run_fetch(registry_root: str, staging_value: str, run_id: str, force: bool =
 
 
 def lock_state(root: Path) -> tuple[list[str], list[str]]:
-    locks = sorted(p.relative_to(root / ".locks").as_posix() for p in (root / ".locks").rglob("*") if p.is_file())
+    locks = sorted(p.name for p in (root / ".locks").glob("*")) if (root / ".locks").is_dir() else []
     pending = sorted(p.name for p in (root / ".pending").glob("*")) if (root / ".pending").is_dir() else []
     return locks, pending
 

@@ -465,21 +465,21 @@ class Registry:
             time.sleep(poll)
         self._note_held(slug, run_id)
 
-    def _held_dir(self, run_id: str) -> str:
-        return posixpath.join(self.root, LOCKS_DIR, ".runs", run_path_segment(run_id))
-
-    def _note_held(self, slug: str, run_id: str) -> None:
-        """An empty file naming the model under the run's folder: the clean-up finds the run's locks by
-        listing, so it can release them even when the registry cannot be read (WebHDFS OPEN failing)."""
-        try:
-            self.store.write_file(posixpath.join(self._held_dir(run_id), slug), io.BytesIO(b""), 0)
-        except Exception as exc:  # the lock's own content still names the run
-            log.warning("Could not note the lock of %s under %s (%s)", slug, self._held_dir(run_id), exc)
-
     def _break_lock(self, path: str, holder: dict[str, Any]) -> None:
         """Delete a lock, unless it changed hands since it was read (then the next loop looks again)."""
         if self._lock_holder(path) == holder:
             self.store.delete(path)
+
+    def _held_note(self, run_id: str, slug: str = "") -> str:
+        return posixpath.join(self.root, LOCKS_DIR, f".held.{run_path_segment(run_id)}.{slug}")
+
+    def _note_held(self, slug: str, run_id: str) -> None:
+        """An empty file naming the run and the model next to the lock: the clean-up finds the run's locks
+        by listing, so it releases them even when the registry cannot be read (WebHDFS OPEN failing)."""
+        try:
+            self.store.write_file(self._held_note(run_id, slug), io.BytesIO(b""), 0)
+        except Exception as exc:  # the lock's own content still names the run
+            log.warning("Could not note the lock of %s for run %s (%s)", slug, run_id, exc)
 
     def release_locks(self, run_id: str) -> list[str]:
         """Release every model lock this run holds (the clean-up knows the run, not always the model).
@@ -489,10 +489,11 @@ class Registry:
         folder = posixpath.join(self.root, LOCKS_DIR)
         if not self.store.is_dir(folder):
             return []
-        held_dir = self._held_dir(run_id)
-        held = set(self.store.list_files(held_dir)) if self.store.is_dir(held_dir) else set()
+        prefix = posixpath.basename(self._held_note(run_id))
+        names = list(self.store.list_files(folder))
+        held = {name[len(prefix):] for name in names if name.startswith(prefix)}
         released = []
-        for name in self.store.list_files(folder):
+        for name in names:
             if "/" in name or not name.endswith(".lock"):
                 continue
             path, slug = posixpath.join(folder, name), name.removesuffix(".lock")
@@ -507,8 +508,8 @@ class Registry:
                 mine = slug in held
             if mine and self.store.delete(path):
                 released.append(slug)
-        if held:
-            self.store.delete(held_dir)
+        for slug in held:
+            self.store.delete(self._held_note(run_id, slug))
         return released
 
     def _lock_holder(self, path: str) -> dict[str, Any] | None:
