@@ -127,7 +127,8 @@ def dag_run_is_running(holder: dict[str, Any]) -> bool | None:
         state = RuntimeTaskInstance.get_dagrun_state(dag_id, run_id)
     except Exception as exc:  # AirflowRuntimeError carries the API server's answer
         detail = getattr(getattr(exc, "error", None), "detail", None)
-        if (isinstance(detail, dict) and detail.get("status_code") == 404) or "was not found" in str(exc):
+        status = detail.get("status_code") if isinstance(detail, dict) else getattr(getattr(exc, "response", None), "status_code", None)
+        if status == 404 or "was not found" in str(exc):
             return False  # the run was deleted: it will never release the lock
         return None
     return str(getattr(state, "value", state)) in ("queued", "running")
