@@ -75,5 +75,5 @@ with DAG(
     register = AtlasCreateModelEntityOperator(task_id="register_in_atlas", document=deploy.output, atlas_conn_id="{{ params.atlas_conn_id }}")
     clean_up = CleanUpRunOperator(
         task_id="clean_up", registry_root="{{ params.registry_root }}", webhdfs_conn_id="{{ params.webhdfs_conn_id }}"
-    ).as_teardown(setups=fetch)
-    register >> clean_up
+    ).as_teardown()  # after every step, whichever failed: releases the lock, drops the pending upload
+    [fetch, publish, deploy, register] >> clean_up

@@ -75,11 +75,11 @@ with DAG(
         document=deploy.output,
         atlas_conn_id="{{ params.atlas_conn_id }}",
     )
-    # Runs whatever happens: drops the pending upload and releases the model's deployment lock. Clearing
-    # a step re-runs fetch_staging (its setup) with it, which uploads nothing when the version is archived.
+    # Runs once every step is done, whichever failed (fetch included: a teardown with no setup is all_done),
+    # and does not decide the run's state: drops the pending upload and releases the model's lock.
     clean_up = CleanUpRunOperator(
         task_id="clean_up",
         registry_root="{{ params.registry_root }}",
         webhdfs_conn_id="{{ params.webhdfs_conn_id }}",
-    ).as_teardown(setups=fetch)
-    register >> clean_up
+    ).as_teardown()
+    [fetch, publish, deploy, register] >> clean_up

@@ -65,7 +65,8 @@ with DAG(
             skip_current=True,
         )
         register = AtlasCreateModelEntityOperator(task_id="register_in_atlas", document=deploy.output, atlas_conn_id=atlas_conn_id)
-        clean_up = CleanUpRunOperator(task_id="clean_up", registry_root=registry_root, webhdfs_conn_id=webhdfs_conn_id).as_teardown(setups=fetch)
-        register >> clean_up
+        # after every step, whichever failed: releases the lock and drops the pending upload
+        clean_up = CleanUpRunOperator(task_id="clean_up", registry_root=registry_root, webhdfs_conn_id=webhdfs_conn_id).as_teardown()
+        [fetch, publish, deploy, register] >> clean_up
 
     redeploy.expand_kwargs(read_manifest())

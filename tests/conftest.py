@@ -96,9 +96,10 @@ def devstack(world, tmp_path, monkeypatch, request):
 
 
 def pytest_terminal_summary(terminalreporter):
-    """The fault-injection figures, when that suite ran."""
+    """The fault-injection figures and the hostile-input table, when those suites ran."""
     import sys
 
+    _hostile_inputs_summary(terminalreporter, sys.modules.get("tests.test_hostile_inputs"))
     module = sys.modules.get("tests.test_faults")
     results = getattr(module, "RESULTS", None)
     if not results:
@@ -109,6 +110,24 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(f"{outcome:>9}  {fault}")
     terminalreporter.write_line(
         f"faults tried {len(results)}: survived in the run {counts['survived']}, recovered by a rerun {counts['rerun']}, lost {counts['lost']}"
+    )
+
+
+def _hostile_inputs_summary(terminalreporter, module) -> None:
+    rows = getattr(module, "RESULTS", None)
+    if not rows:
+        return
+    terminalreporter.write_sep("-", "hostile inputs")
+    header = ("INPUT", "TASK", "OUTCOME", "MESSAGE", "LEFT BEHIND")
+    widths = [min(max(len(str(r[i])) for r in [header, *rows]), limit) for i, limit in enumerate((52, 16, 16, 110, 30))]
+    for row in [header, *rows]:
+        terminalreporter.write_line("  ".join(str(cell)[:w].ljust(w) for cell, w in zip(row, widths)).rstrip())
+    refused = sum(1 for r in rows if r[2] == "refused clearly")
+    accepted = sum(1 for r in rows if r[2] == "accepted")
+    behind = sum(1 for r in rows if r[4] != "nothing")
+    terminalreporter.write_line(
+        f"inputs tried {len(rows)}: refused clearly {refused}, accepted as legitimate {accepted}, "
+        f"unclear {len(rows) - refused - accepted}, left something behind {behind}"
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from datetime import timedelta
 
 import pytest
@@ -36,6 +37,53 @@ FAULTS = {
     "Atlas hangs past the client timeout once": (lambda s: s.atlas.hang(4), "survived"),
     "Atlas down": (lambda s: s.atlas.fail_next(DOWN, 503), "rerun"),
 }
+
+
+# Faults that need the run's staged model or the previous run: inject(stack, tmp_path) -> the staging of the
+# faulty run (None: the example). The rerun stages the example, as the owner fixing the input would.
+LAST_RUN: dict[str, str] = {}
+
+
+def _lock(stack, run_id):
+    """A lock left in the registry by `run_id` (a worker killed before any clean-up could run)."""
+    from hdfs import InsecureClient
+
+    holder = {"run_id": run_id, "since": time.time(), "dag_id": "model_deployment", "dag_run_id": run_id}
+    client = InsecureClient(f"http://127.0.0.1:{stack.webhdfs.port}", user="hdfs")
+    client.write("/model-registry/.locks/rental-pricing-prediction.lock", data=json.dumps(holder), overwrite=True)
+
+
+def _broken_bundle(stack, tmp_path):
+    staged = stage_variant(tmp_path / "broken", version="1.1")
+    rebundle(EXAMPLE_STAGING / "executable/airbnb.model.lr.zip", staged / "executable/airbnb.model.lr.zip", drop="root/")
+    return staged
+
+
+def _broken_sample(stack, tmp_path):
+    staged = stage_variant(tmp_path / "bad-sample", version="1.1")
+    frame = json.loads((staged / "samples/leapframe.json").read_text())
+    frame["schema"]["fields"] = [{"name": "no_such_feature", "type": "double"}]
+    frame["rows"] = [[1.0]]
+    (staged / "samples/leapframe.json").write_text(json.dumps(frame))
+    return staged
+
+
+STAGED_FAULTS = {
+    "A lock left by a run that ended (worker killed)": (lambda s, t: _lock(s, LAST_RUN["id"]), "survived"),
+    "A lock left by a run that no longer exists": (lambda s, t: _lock(s, "manual__2020-01-01T00:00:00+00:00"), "survived"),
+    "Staged bundle is not an MLeap bundle (fixed, rerun)": (_broken_bundle, "rerun"),
+    "Sample request fails to score (fixed, rerun: the never-served version is replaced)": (_broken_sample, "rerun"),
+}
+
+FAULTS.update({
+    "WebHDFS StandbyException twice": (lambda s: s.webhdfs.fail_next(2, 403, exception="StandbyException"), "survived"),
+    "WebHDFS RetriableException on CREATE twice": (lambda s: s.webhdfs.fail_next(2, 403, op="CREATE", exception="RetriableException"), "survived"),
+    "WebHDFS RENAME fails (publish)": (lambda s: s.webhdfs.fail_next(DOWN, 500, op="RENAME"), "rerun"),
+    "WebHDFS OPEN fails (publish's read-back, deploy)": (lambda s: s.webhdfs.fail_next(DOWN, 503, op="OPEN"), "rerun"),
+    "MLeap answers 500 to the load": (lambda s: s.mleap.fail_next(1, 500), "rerun"),
+    "MLeap answers 502 twice": (lambda s: s.mleap.fail_next(2, 502), "survived"),
+    "Atlas answers 500 once": (lambda s: s.atlas.fail_next(1, 500), "survived"),
+})
 
 
 def clear_faults(stack):
@@ -81,6 +129,14 @@ def entities(stack):
     return [e["attributes"] for e in found.get("entities", [])]
 
 
+def _locks(stack):
+    from hdfs import InsecureClient
+
+    client = InsecureClient(f"http://127.0.0.1:{stack.webhdfs.port}", user="hdfs")
+    found = client.list("/model-registry/.locks") if client.status("/model-registry/.locks", strict=False) else []
+    return [name for name in found if name.endswith(".lock")]  # .held.<run>.<model>: a run's note of its lock
+
+
 def check_invariants(stack, predictions):
     from hdfs import InsecureClient
 
@@ -105,21 +161,31 @@ def check_invariants(stack, predictions):
     return serving
 
 
-@pytest.mark.parametrize("fault", list(FAULTS))
+@pytest.mark.parametrize("fault", list(FAULTS) + list(STAGED_FAULTS))
 def test_fault(fault, dag, stack, tmp_path):
-    inject, expected = FAULTS[fault]
     first = stage_variant(tmp_path / "staging", version="1.0")
     rebundle(EXAMPLE_STAGING / "executable/airbnb.model.lr.zip", first / "executable/airbnb.model.lr.zip", intercept_shift=1000.0)
-    assert dag.test(run_conf={"staging": str(first)}).state == "success"
+    first_run = dag.test(run_conf={"staging": str(first)})
+    assert first_run.state == "success"
+    LAST_RUN["id"] = first_run.run_id
     predictions = {"1.0": predict(stack)}
     predictions["1.1"] = predictions["1.0"] - 1000.0
 
-    inject(stack)
-    run = dag.test(run_conf={"staging": str(EXAMPLE_STAGING)})
+    staging = None
+    if fault in FAULTS:
+        inject, expected = FAULTS[fault]
+        inject(stack)
+    else:
+        inject_staged, expected = STAGED_FAULTS[fault]
+        staging = inject_staged(stack, tmp_path)
+    started = time.monotonic()
+    run = dag.test(run_conf={"staging": str(staging or EXAMPLE_STAGING)})
+    assert time.monotonic() - started < 120, "the run waited on a lock"
     clear_faults(stack)
     outcome = "survived" if run.state == "success" else "rerun"
     try:
         check_invariants(stack, predictions)
+        assert _locks(stack) == [], "the run ended holding the model's lock"
         if outcome == "rerun":
             rerun = dag.test(run_conf={"staging": str(EXAMPLE_STAGING)})
             assert rerun.state == "success", {ti.task_id: ti.state for ti in rerun.get_task_instances()}

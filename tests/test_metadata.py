@@ -58,12 +58,16 @@ model.microservice.endpoint=target
         ("key\\ with\\ spaces = v", {"key with spaces": "v"}),
         ("k\\=ey=v", {"k=ey": "v"}),
         ("k\\:ey:v", {"k:ey": "v"}),
-        ("a=1\na=2", {"a": "2"}),  # the last one wins, as in Java
         ("a=José", {"a": "José"}),
     ],
 )
 def test_java_properties_syntax(text, expected):
     assert parse_properties(text) == expected
+
+
+def test_a_key_set_twice_is_an_error_not_the_last_value():  # Java keeps the last one silently
+    with pytest.raises(MetadataError, match="line 2: key a is set again \\(first on line 1\\)"):
+        parse_properties("a=1\na=2")
 
 
 def test_malformed_unicode_escape_names_the_line():
@@ -190,7 +194,7 @@ def test_empty_file_lists_every_missing_key(tmp_path):
 
 def test_slugify():
     assert slugify("Rental  Pricing/Prediction!") == "rental-pricing-prediction"
-    assert slugify("Prix été") == "prix-t"
+    assert slugify("Prix été") == "prix-ete"
 
 
 def test_document_round_trips_through_json():

@@ -31,7 +31,7 @@ def test_several_models_in_one_run_then_all_left_alone(devstack, airflow_db, tmp
         assert first.state == "success", {(ti.task_id, ti.map_index): ti.state for ti in first.get_task_instances()}
         assert sorted(spring.models) == ["m0", "m1", "m2"]
         hdfs = InsecureClient(f"http://127.0.0.1:{devstack.webhdfs.port}", user="hdfs")
-        assert sorted(hdfs.list("/model-registry")) == [".locks", ".pending", "model-0", "model-1", "model-2"]
+        assert sorted(hdfs.list("/model-registry")) == [".locks", ".pending", ".served", "model-0", "model-1", "model-2"]
         assert hdfs.list("/model-registry/.pending") == [] and hdfs.list("/model-registry/.locks") == []
 
         second = dag.test()

@@ -68,11 +68,12 @@ def test_rerun_with_same_content_uploads_nothing(registry, tmp_path):
 
 
 def test_conflicting_version_is_refused_and_names_the_files(registry, tmp_path):
-    publish_run(registry, tmp_path, "run-1")
+    _, _, doc = publish_run(registry, tmp_path, "run-1")
+    registry.mark_served(doc, "http://serving/transform")  # a version that never served may be replaced
     changed = tmp_path / "changed"
     shutil.copytree(EXAMPLE_STAGING, changed)
     (changed / "README.md").write_text("a different README")
-    with pytest.raises(RegistryConflictError, match=r"different content.*\n  README.md: staged \d+ bytes"):
+    with pytest.raises(RegistryConflictError, match=r"which served, with different content.*: README.md: staged \d+ bytes"):
         publish_run(registry, tmp_path, "run-2", source=changed)
     assert not registry.store.exists(registry.pending_path("run-2"))
 

@@ -70,7 +70,7 @@ def test_missing_folder(tmp_path):
 
 def test_missing_metadata(staged, tmp_path):
     (staged / "modelMetadata.txt").unlink()
-    with pytest.raises(MetadataError, match="has no modelMetadata.txt"):
+    with pytest.raises(StagingError, match="no modelMetadata.txt, so not a staged model"):  # refused before copying
         stage(str(staged), tmp_path)
 
 

@@ -27,14 +27,39 @@ class BundleInfo:
     timestamp: str
 
 
+# A bundle is checked by reading every entry (CRC): bound that work before it starts (zip bombs).
+MAX_BUNDLE_BYTES = 2 * 1024**3  # uncompressed, as the entries' headers declare (reads stop there)
+MAX_BUNDLE_ENTRIES = 20_000
+MAX_RATIO = 200  # uncompressed / compressed, for entries over 1 MiB: JSON models compress ~10x
+
+
 def open_zip(path: Path, meaning: str) -> zipfile.ZipFile:
-    """The serialized model as a zip, or a BundleError saying it is missing or not a zip (and what that means)."""
+    """The serialized model as a zip, or a BundleError saying it is missing, not a zip, or a zip bomb."""
     try:
-        return zipfile.ZipFile(path)
+        archive = zipfile.ZipFile(path)
     except FileNotFoundError:
         raise BundleError(f"{path}: the serialized model is missing") from None
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise BundleError(f"{path.name}: not a readable zip, {meaning} ({exc})") from None
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise BundleError(f"{path}: not a readable zip, {meaning} ({exc})") from None
+    infos = archive.infolist()
+    total = sum(info.file_size for info in infos)
+    bombs = [i.filename for i in infos if i.file_size > 1024**2 and i.file_size > MAX_RATIO * max(i.compress_size, 1)]
+    if len(infos) > MAX_BUNDLE_ENTRIES or total > MAX_BUNDLE_BYTES or bombs:
+        archive.close()
+        raise BundleError(
+            f"{path}: expands to {total} bytes in {len(infos)} entries"
+            + (f", {bombs[0]!r} compressed more than {MAX_RATIO}:1" if bombs else "")
+            + f" (limits: {MAX_BUNDLE_BYTES} bytes, {MAX_BUNDLE_ENTRIES} entries): a zip bomb?"
+        )
+    return archive
+
+
+def check_crc(archive: zipfile.ZipFile, path: Path) -> str | None:
+    """`ZipFile.testzip`, with a broken entry (bad data, lying header) as a BundleError, not a raw exception."""
+    try:
+        return archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
+        raise BundleError(f"{path}: not a readable zip ({type(exc).__name__}: {exc})") from None
 
 
 def validate_mleap_bundle(path: Path) -> BundleInfo:
@@ -42,25 +67,27 @@ def validate_mleap_bundle(path: Path) -> BundleInfo:
     with open_zip(path, "so not an MLeap bundle") as archive:
         names = set(archive.namelist())
         if "bundle.json" not in names:
-            raise BundleError(f"{path.name}: no bundle.json at the zip's root: not an MLeap bundle")
+            raise BundleError(f"{path}: no bundle.json at the zip's root: not an MLeap bundle")
+        if archive.getinfo("bundle.json").file_size > 1024**2:
+            raise BundleError(f"{path}: bundle.json is larger than 1 MiB: not an MLeap bundle")
         try:
             manifest = json.loads(archive.read("bundle.json"))
-        except (ValueError, zipfile.BadZipFile) as exc:
-            raise BundleError(f"{path.name}: bundle.json is not valid JSON ({exc})") from None
+        except Exception as exc:  # bad JSON, or an entry zipfile cannot inflate: either way not loadable
+            raise BundleError(f"{path}: bundle.json is not readable JSON ({type(exc).__name__}: {exc})") from None
         if not isinstance(manifest, dict):
-            raise BundleError(f"{path.name}: bundle.json is not a JSON object")
+            raise BundleError(f"{path}: bundle.json is not a JSON object")
         missing = [key for key in BUNDLE_KEYS if not manifest.get(key)]
         if missing:
-            raise BundleError(f"{path.name}: bundle.json lacks {', '.join(missing)}")
+            raise BundleError(f"{path}: bundle.json lacks {', '.join(missing)}")
         extension = FORMAT_EXTENSIONS.get(manifest["format"])
         if extension is None:
-            raise BundleError(f"{path.name}: bundle.json format {manifest['format']!r} is not json or protobuf")
+            raise BundleError(f"{path}: bundle.json format {manifest['format']!r} is not json or protobuf")
         for required in (f"root/model.{extension}", f"root/node.{extension}"):
             if required not in names:
-                raise BundleError(f"{path.name}: {required} is missing for a {manifest['format']} bundle")
-        corrupt = archive.testzip()
+                raise BundleError(f"{path}: {required} is missing for a {manifest['format']} bundle")
+        corrupt = check_crc(archive, path)
         if corrupt:
-            raise BundleError(f"{path.name}: {corrupt} is corrupt (CRC mismatch)")
+            raise BundleError(f"{path}: {corrupt} is corrupt (CRC mismatch)")
     return BundleInfo(**{key: str(manifest[key]) for key in BUNDLE_KEYS})
 
 
@@ -71,14 +98,14 @@ def validate_spark_pipeline(path: Path) -> str:
         names = archive.namelist()
         parts = [n for n in names if n.startswith("metadata/part-")]
         if not parts or not any(n.startswith("stages/") for n in names):
-            raise BundleError(f"{path.name}: no metadata/part-* and stages/ at the zip's root: not a saved Spark ML pipeline")
+            raise BundleError(f"{path}: no metadata/part-* and stages/ at the zip's root: not a saved Spark ML pipeline")
         try:
             metadata = json.loads(archive.read(parts[0]).splitlines()[0])
         except (ValueError, IndexError) as exc:
-            raise BundleError(f"{path.name}: {parts[0]} is not Spark's JSON metadata ({exc})") from None
-        corrupt = archive.testzip()
+            raise BundleError(f"{path}: {parts[0]} is not Spark's JSON metadata ({exc})") from None
+        corrupt = check_crc(archive, path)
         if corrupt:
-            raise BundleError(f"{path.name}: {corrupt} is corrupt (CRC mismatch)")
+            raise BundleError(f"{path}: {corrupt} is corrupt (CRC mismatch)")
     if "class" not in metadata:
-        raise BundleError(f"{path.name}: {parts[0]} names no class")
+        raise BundleError(f"{path}: {parts[0]} names no class")
     return str(metadata["class"])

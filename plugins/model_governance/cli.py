@@ -11,12 +11,15 @@ from pathlib import Path
 
 
 def cmd_devstack(args: argparse.Namespace) -> int:
+    from contextlib import ExitStack
+
     try:  # the development package: installed by `make setup`, never part of the runtime wheel
         from model_governance_devstack.launcher import parse_real, start_devstack
     except ImportError:
-        print("model-governance devstack: the development package is not installed "
-              "(pip install -e ./devstack from the source checkout, or `make setup`)", file=sys.stderr)
-        return 2
+        raise UsageError(
+            "the development package is not installed (pip install -e ./devstack from the source checkout, "
+            "or `make setup`)"
+        ) from None
 
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -24,21 +27,66 @@ def cmd_devstack(args: argparse.Namespace) -> int:
     try:
         real = parse_real(args.real)
     except ValueError as exc:
-        print(f"model-governance devstack: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from None
     ports = {f"{name}_port": getattr(args, f"{name}_port") for name in ("atlas", "mleap", "webhdfs")}
-    with start_devstack(
-        Path(args.state_dir),
-        verbose=args.verbose,
-        real=real,
-        **{key: port for key, port in ports.items() if port is not None},
-    ) as stack:
+    state_dir = Path(args.state_dir)
+    if state_dir.exists() and not state_dir.is_dir():
+        raise UsageError(f"--state-dir {args.state_dir}: is a file, not a folder")
+    with ExitStack() as context:
+        try:
+            stack = context.enter_context(start_devstack(
+                state_dir,
+                verbose=args.verbose,
+                real=real,
+                **{key: port for key, port in ports.items() if port is not None},
+            ))
+        except OSError as exc:  # a busy port, an unwritable state folder
+            raise UsageError(f"cannot start the stand-ins: {exc.strerror or exc} ({exc.filename or 'check the ports'})") from None
         for name, value in stack.env().items():
             print(f"{name}={value}")
         sys.stdout.flush()
         print(f"devstack serving from {stack.state_dir}; stop with Ctrl-C or SIGTERM", file=sys.stderr, flush=True)
         stop.wait()
     return 0
+
+
+class UsageError(Exception):
+    """A bad argument: one line on stderr, exit status 2, no traceback."""
+
+
+def printable(value: object) -> str:
+    """A cell or value as one line: control characters (a newline in a model's metadata) shown escaped,
+    so that no value can forge lines of the output."""
+    text = str(value)
+    if not any(ord(c) < 32 or ord(c) == 127 or c in "\u2028\u2029" for c in text):
+        return text
+    return "".join(c.encode("unicode_escape").decode() if ord(c) < 32 or ord(c) == 127 or c in "\u2028\u2029" else c for c in text)
+
+
+def iso_time(value: str) -> str:
+    from model_governance.governance import epoch_millis
+
+    try:
+        epoch_millis(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an ISO-8601 date or time (e.g. 2026-11-25 or 2026-11-25T17:00)") from None
+    return value
+
+
+def positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of 1 or more")
+    return number
+
+
+def non_empty(value: str) -> str:
+    if not value.strip():
+        raise argparse.ArgumentTypeError("is empty: give a guid, a qualifiedName or a model name")
+    return value.strip()
 
 
 def cmd_deployments(args: argparse.Namespace) -> int:
@@ -53,7 +101,7 @@ def cmd_deployments(args: argparse.Namespace) -> int:
         return 0
     columns = [("deploy.datetime", "DEPLOYED (UTC)"), ("qualifiedName", "DEPLOYMENT"), ("modelVersion", "VERSION"),
                ("owner", "OWNER"), ("ownerLob", "LOB"), ("hostType", "HOST TYPE"), ("endpointUrl", "ENDPOINT"), ("deployStatus", "STATUS")]
-    print_table([[str(row.get(key, "")) for key, _ in columns] for row in rows], [title for _, title in columns])
+    print_table([[row.get(key, "") for key, _ in columns] for row in rows], [title for _, title in columns])
     if not rows:
         print("no deployments match", file=sys.stderr)
     return 0
@@ -68,14 +116,16 @@ def cmd_trace(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_json(), indent=2, sort_keys=True))
         return 0
     d = result.deployment
-    print(f"{d['qualifiedName']}  ({d.get('deployStatus', 'deployed')}{', superseded by ' + d['supersededBy'] if d.get('supersededBy') else ''})")
+    status = printable(d.get("deployStatus", "deployed")) + (f", superseded by {printable(d['supersededBy'])}" if d.get("supersededBy") else "")
+    print(f"{printable(d['qualifiedName'])}  ({status})")
     for label, key in [("guid", "guid"), ("model", "model.name"), ("version", "model.version"), ("type", "model.type"),
                        ("description", "model.description"), ("owner", "model.owner"), ("line of business", "model.owner.lob"),
-                       ("deployed", "deploy.datetime"), ("host type", "deploy.host.type"), ("endpoint", "deploy.host.detail"),
+                       ("deployed", "deploy.datetime"), ("host type", "deploy.host.type"), ("scoring URL", "endpointUrl"),
+                       ("host detail", "deploy.host.detail"),
                        ("serialized object", "deploy.obj.source"), ("registry", "model.registry.url"),
                        ("source", "sourceLocation"), ("source revision", "sourceRevision"), ("deployed by", "dagRunId")]:
         if d.get(key) not in (None, ""):
-            print(f"  {label + ':':<19}{d[key]}")
+            print(f"  {label + ':':<19}{printable(d[key])}")
     print("  artifacts:")
     print_table([[a["role"], a["location"], a["sha256"]] for a in result.artifacts], ["ROLE", "LOCATION", "SHA256"], indent="    ")
     if result.superseded:
@@ -84,7 +134,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_table(rows: list[list[str]], header: list[str], indent: str = "") -> None:
+def print_table(rows: list[list[object]], header: list[str], indent: str = "") -> None:
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
     for row in [header, *rows]:
         print(indent + "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
@@ -122,10 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     deployments.add_argument("--version")
     deployments.add_argument("--host-type", dest="host_type", help="microservice or spark")
     deployments.add_argument("--endpoint", help="the scoring URL predictions are asked for")
-    deployments.add_argument("--since", help="deployed at or after (ISO-8601, UTC if no zone)")
-    deployments.add_argument("--until", help="deployed at or before (ISO-8601, UTC if no zone)")
+    deployments.add_argument("--since", type=iso_time, help="deployed at or after (ISO-8601, UTC if no zone)")
+    deployments.add_argument("--until", type=iso_time, help="deployed at or before (ISO-8601, UTC if no zone)")
     deployments.add_argument("--status", default="all", choices=["all", "deployed", "superseded", "retired"])
-    deployments.add_argument("--limit", type=int, default=100)
+    deployments.add_argument("--limit", type=positive_int, default=100, help="at most this many (1 or more)")
     deployments.add_argument("--json", action="store_true", help="a JSON list, one object per deployment")
     deployments.add_argument("--atlas-conn-id", default="atlas_default")
     deployments.set_defaults(func=cmd_deployments)
@@ -135,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="show one deployment: owner, project, artifacts with sha256, what it superseded",
         description="Trace a deployment to its owner, README, code, training data and serialized object.",
     )
-    trace.add_argument("deployment", help="a guid, a qualifiedName, or a name (the newest deployment of it)")
+    trace.add_argument("deployment", type=non_empty, help="a guid, a qualifiedName, or a name (the newest deployment of it)")
     trace.add_argument("--json", action="store_true")
     trace.add_argument("--atlas-conn-id", default="atlas_default")
     trace.set_defaults(func=cmd_trace)
@@ -146,12 +197,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except UsageError as exc:
+        print(f"model-governance {args.command}: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:  # the service's own message, without a traceback, for operators
         from airflow.sdk.exceptions import AirflowException
 
         if not isinstance(exc, AirflowException):
             raise
-        print(f"model-governance {args.command}: {exc}", file=sys.stderr)
+        print(f"model-governance {args.command}: {printable(exc)}", file=sys.stderr)
         return 1
 
 

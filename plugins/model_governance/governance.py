@@ -44,6 +44,8 @@ def epoch_millis(value: str) -> int:
 
 def list_deployments(hook: Any, limit: int = 100, **filters: str | None) -> list[dict[str, Any]]:
     """Deployments matching every given filter, newest first: guid, qualifiedName, status and every attribute."""
+    if limit < 1:  # Atlas takes 0 as "no limit"
+        raise ValueError(f"limit must be 1 or more, not {limit}")
     criteria = []
     for key, value in filters.items():
         if value is None:
@@ -93,8 +95,8 @@ def artifact_role(path: str) -> str:
 
 def find_deployment(hook: Any, ref: str) -> dict[str, Any]:
     """A deployment by guid, qualifiedName, or name (`<model> v<version>` or the model name: the newest)."""
-    if _GUID_RE.fullmatch(ref):
-        entity = hook.get_entity_by_guid(ref)["entity"]
+    if _GUID_RE.fullmatch(ref.lower()):  # guids are lower-case hex; one pasted in capitals is the same guid
+        entity = hook.get_entity_by_guid(ref.lower())["entity"]
     else:
         found = hook.get_entity(MODEL_TYPE, ref)
         if found is not None:

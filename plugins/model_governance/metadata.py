@@ -10,7 +10,9 @@ secrets, no file contents. Every Atlas attribute is read from it.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import unicodedata
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -40,11 +42,17 @@ _ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "f": "\f"}
 
 # -- Java properties ----------------------------------------------------------------------------------
 def parse_properties(text: str, source: str = METADATA_FILE) -> dict[str, str]:
-    """Parse Java properties text as `java.util.Properties.load` does; later keys win, as in Java."""
+    """Parse Java properties text as `java.util.Properties.load` does, except that a key set twice is an
+    error (Java silently keeps the last value: a copy-paste mistake would deploy the wrong version)."""
     props: dict[str, str] = {}
+    lines: dict[str, int] = {}
     for lineno, logical in _logical_lines(text):
         key, value = _split_key_value(logical)
-        props[_unescape(key, source, lineno)] = _unescape(value, source, lineno)
+        key = _unescape(key, source, lineno)
+        if key in props:
+            raise MetadataError(f"{source}, line {lineno}: key {key} is set again (first on line {lines[key]}); keep one")
+        props[key] = _unescape(value, source, lineno)
+        lines[key] = lineno
     return props
 
 
@@ -108,7 +116,12 @@ def _unescape(text: str, source: str, lineno: int) -> str:
         out.append(_ESCAPES.get(nxt, nxt))
         i += 2
     # \uD83D\uDE00 pairs come out as surrogates: join them into the character they encode
-    return "".join(out).encode("utf-16", "surrogatepass").decode("utf-16")
+    try:
+        return "".join(out).encode("utf-16", "surrogatepass").decode("utf-16")
+    except UnicodeDecodeError:
+        raise MetadataError(
+            f"{source}, line {lineno}: a \\uD800-\\uDFFF escape without its pair is not a character"
+        ) from None
 
 
 def read_properties_file(path: Path) -> dict[str, str]:
@@ -137,8 +150,35 @@ def read_properties_file(path: Path) -> dict[str, str]:
 
 # -- the model's own metadata ---------------------------------------------------------------------------
 def slugify(name: str) -> str:
-    """A path-safe, lower-case form of a model name: `rental pricing prediction` -> `rental-pricing-prediction`."""
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    """A readable, path-safe ASCII form of a name: `Prix été` -> `prix-ete`. Lossy: see `model_slug`."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")
+
+
+# Names of this form map to their slug one to one (spaces <-> hyphens); any other name gets a hash.
+_PLAIN_NAME_RE = re.compile(r"[a-z0-9]+( [a-z0-9]+)*")
+
+
+def model_slug(name: str) -> str:
+    """The model's registry folder and lock name: one per model name, whatever its letters.
+
+    `rental pricing prediction` -> `rental-pricing-prediction`; any other name (capitals, accents, other
+    scripts, punctuation) -> its readable ASCII slug + `--` + 12 hex of the sha256 of its NFC form, e.g.
+    `Prix été` -> `prix-ete--<hash>`, `模型` -> `model--<hash>`. Plain slugs never hold `--`, so the two forms
+    never meet; the registry also records the exact name and checks it before writing."""
+    exact = unicodedata.normalize("NFC", name)
+    if len(exact) <= 64 and _PLAIN_NAME_RE.fullmatch(exact):
+        return exact.replace(" ", "-")
+    readable = slugify(exact)[:64].strip("-") or "model"
+    return f"{readable}--{hashlib.sha256(exact.encode()).hexdigest()[:12]}"
+
+
+def same_name(a: str, b: str) -> bool:
+    return unicodedata.normalize("NFC", a) == unicodedata.normalize("NFC", b)
+
+
+# What a one-line value may not hold: a line break would forge lines in logs and the CLI's tables.
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 
 
 @dataclass(frozen=True)
@@ -169,8 +209,14 @@ class ModelMetadata:
                 f"{source}: model.version {values['model.version']!r} must be letters, digits and . _ + - "
                 "(it names a registry folder)"
             )
-        if not slugify(values["model.name"]):
+        if not any(c.isalnum() for c in values["model.name"]):
             raise MetadataError(f"{source}: model.name {values['model.name']!r} has no letters or digits")
+        for key, value in values.items():
+            text = value.replace("\n", "").replace("\t", "") if key == "model.description" else value
+            if _CONTROL_RE.search(text):
+                raise MetadataError(f"{source}: {key} {value!r} holds a line break or control character")
+        if len(values["model.name"]) > 200:
+            raise MetadataError(f"{source}: model.name {values['model.name'][:40]!r}… is longer than 200 characters")
         endpoint = values[ENDPOINT_KEY] or None
         if endpoint is not None and not _ENDPOINT_RE.fullmatch(endpoint):
             raise MetadataError(
@@ -193,7 +239,7 @@ class ModelMetadata:
 
     @property
     def slug(self) -> str:
-        return slugify(self.name)
+        return model_slug(self.name)
 
     @property
     def deploy_name(self) -> str:

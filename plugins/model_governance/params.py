@@ -19,6 +19,8 @@ def staging_param(default: str, holds: str = "") -> Any:
         default,
         type="string",
         minLength=1,
+        # no user:password@ (or token@) in a URL: it would show in the run's conf and rendered fields
+        pattern=r"^(?![A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@)",
         title="Staged model",
         description=f"Where the owner staged the model{holds}: {SOURCES}",
         examples=[default, f"/srv/staging/{default}", "git+https://git.example.com/pricing/rental.git@v1.1", "github:acme/rental-pricing@v1.1"],

@@ -23,11 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Protocol
+from typing import Any, BinaryIO, Callable, Iterator, Protocol
 from urllib.parse import urlsplit
 
 from model_governance.exceptions import RegistryConflictError, RegistryError
-from model_governance.metadata import DeploymentDocument, ManifestEntry, ModelMetadata, RegistryInfo
+from model_governance.metadata import DeploymentDocument, ManifestEntry, ModelMetadata, RegistryInfo, same_name
 from model_governance.retry import is_transient, with_retries
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ MANIFEST_FILE = "MANIFEST.json"
 PENDING_DIR = ".pending"
 TRASH_DIR = ".trash"
 LOCKS_DIR = ".locks"
+SERVED_DIR = ".served"
 CHUNK = 1024 * 1024
 UPLOAD_CHUNK = 64 * 1024  # a request body goes out in chunks of this size, as the hdfs client sends them
 PROGRESS_EVERY_BYTES = 256 * 1024 * 1024
@@ -132,10 +133,11 @@ class WebHDFSStore:
     Every call is retried with backoff on connection errors and Hadoop's transient exceptions; a write
     is retried whole, by the registry, which can reopen the file."""
 
-    def __init__(self, client: Any, default_fs: str, user: str | None = None):
+    def __init__(self, client: Any, default_fs: str, user: str | None = None, namenodes: tuple[str, ...] = ()):
         self.client = client
         self.default_fs = default_fs.rstrip("/")
         self.user = user
+        self.namenodes = namenodes
 
     @classmethod
     def from_connection(cls, conn_id: str) -> "WebHDFSStore":
@@ -146,10 +148,17 @@ class WebHDFSStore:
         # Stakeholders follow hdfs:// URLs, not WebHDFS ones: the cluster's fs.defaultFS if the connection
         # names it, else the first namenode on HDFS's usual RPC port.
         default_fs = conn.extra_dejson.get("default_fs") or f"hdfs://{(conn.host or 'localhost').split(',')[0]}:8020"
-        return cls(hook.get_conn(), default_fs, conn.login)
+        namenodes = tuple(h.strip() for h in (conn.host or "localhost").split(",") if h.strip())
+        return cls(hook.get_conn(), default_fs, conn.login, namenodes)
 
     def kind(self) -> str:
         return "hdfs"
+
+    def names_cluster(self, netloc: str) -> bool:
+        """Whether `hdfs://<netloc>/` is the cluster this connection reaches: its fs.defaultFS or a namenode."""
+        host = (urlsplit(f"//{netloc}").hostname or "").lower()
+        default = urlsplit(self.default_fs)
+        return netloc.lower() == default.netloc.lower() or host in {(default.hostname or "").lower(), *(h.lower() for h in self.namenodes)}
 
     def open_url(self, path: str) -> str:
         """The WebHDFS OPEN URL of a file on the namenode in use: what a server fetches it by, without credentials."""
@@ -218,6 +227,15 @@ class WebHDFSStore:
         return self._retry(lambda: self.client.delete(path, recursive=True), f"delete {path}")
 
 
+def check_root_path(path: str, given: str) -> None:
+    """A registry root is a plain absolute path: no `.`/`..` (HDFS refuses them), no ':' or control characters."""
+    from model_governance.exceptions import InvalidInputError
+
+    parts = path.split("/")
+    if any(p in (".", "..") for p in parts) or any(":" in p for p in parts) or re.search(r"[\x00-\x1f\x7f]", path):
+        raise InvalidInputError(f"registry_root {given!r}: the path may not hold '.', '..', ':' or control characters")
+
+
 class ProgressReader:
     """A file wrapper that logs bytes sent and rate for large files; requests streams it by its `len`."""
 
@@ -244,6 +262,14 @@ def run_path_segment(run_id: str) -> str:
     """A run id as one path segment HDFS accepts (no `:`), still unique: Airflow run ids hold `:` and `+`."""
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", run_id)
     return f"{safe}-{hashlib.sha256(run_id.encode()).hexdigest()[:8]}"
+
+
+def describe_holder(holder: dict[str, Any]) -> str:
+    """`run <run id> of <dag>` (with the model's name when recorded), for wait messages and warnings."""
+    text = f"run {holder.get('run_id', '?')}"
+    if holder.get("dag_id"):
+        text += f" of {holder['dag_id']}"
+    return text
 
 
 def differences(expected: list[ManifestEntry] | tuple[ManifestEntry, ...], actual: list[ManifestEntry]) -> list[str]:
@@ -275,14 +301,36 @@ class Registry:
 
     @classmethod
     def from_root(cls, registry_root: str, webhdfs_conn_id: str = "webhdfs_default", parallelism: int = 4) -> "Registry":
-        """`hdfs:///path` (the namenode comes from the WebHDFS connection), `file:///path` or `/path` (dev mode)."""
-        if registry_root.startswith("hdfs://"):
-            path = urlsplit(registry_root).path or "/"
-            return cls(WebHDFSStore.from_connection(webhdfs_conn_id), path, parallelism, registry_root)
-        path = registry_root.removeprefix("file://")
+        """`hdfs:///path` (the namenode comes from the WebHDFS connection; `hdfs://<that namenode>/path`
+        too), `file:///path` or `/path` (dev mode). Anything else is refused, never guessed."""
+        from model_governance.exceptions import InvalidInputError
+
+        text = str(registry_root).strip()
+        parts = urlsplit(text)
+        if parts.scheme == "hdfs":
+            path = parts.path or "/"
+            check_root_path(path, text)
+            store = WebHDFSStore.from_connection(webhdfs_conn_id)
+            if parts.netloc and not store.names_cluster(parts.netloc):
+                raise InvalidInputError(
+                    f"registry_root {text!r}: names the namenode {parts.netloc}, but connection {webhdfs_conn_id!r} "
+                    f"reaches {store.default_fs}; use hdfs:///{path.lstrip('/')} or another connection"
+                )
+            return cls(store, path, parallelism, text)
+        if parts.scheme == "file":
+            if parts.netloc not in ("", "localhost"):
+                raise InvalidInputError(
+                    f"registry_root {text!r}: a file URL is file:///<absolute path> ({parts.netloc!r} would be a host)"
+                )
+            path = parts.path
+        elif parts.scheme:
+            raise InvalidInputError(f"registry_root {text!r}: give hdfs:///<path>, file:///<path> or an absolute local folder")
+        else:
+            path = text
         if not path.startswith("/"):
-            raise RegistryError(f"registry root {registry_root!r}: give hdfs:///<path> or an absolute local folder")
-        return cls(LocalStore(), path, parallelism, registry_root)
+            raise RegistryError(f"registry root {text!r}: give hdfs:///<path> or an absolute local folder")
+        check_root_path(path, text)
+        return cls(LocalStore(), path, parallelism, text)
 
     # -- where things are ------------------------------------------------------------------------------
     def version_path(self, slug: str, version: str) -> str:
@@ -293,13 +341,51 @@ class Registry:
 
     def published_manifest(self, slug: str, version: str) -> list[ManifestEntry] | None:
         """The files of a published version, or None if the version is not there."""
-        path = posixpath.join(self.version_path(slug, version), MANIFEST_FILE)
+        record = self.published_record(slug, version)
+        return None if record is None else [ManifestEntry(**entry) for entry in record["files"]]
+
+    def published_record(self, slug: str, version: str) -> dict[str, Any] | None:
+        """A published version's MANIFEST.json, or None if the version is not there. A folder without one,
+        or with one that is not a manifest, is refused at once (no retry can mend it)."""
+        folder = self.version_path(slug, version)
+        path = posixpath.join(folder, MANIFEST_FILE)
         if not self.store.exists(path):
-            if self.store.exists(self.version_path(slug, version)):
-                raise RegistryError(f"{self.store.url(self.version_path(slug, version))} exists without {MANIFEST_FILE}: not a registry version; move it away")
+            if self.store.exists(folder):
+                raise RegistryConflictError(f"{self.store.url(folder)} exists without {MANIFEST_FILE}: not a registry version; move it away")
             return None
-        data = json.loads(self.read_bytes(path))
-        return [ManifestEntry(**entry) for entry in data["files"]]
+        try:
+            record = json.loads(self.read_bytes(path))
+            [ManifestEntry(**entry) for entry in record["files"]]
+            record["model"]["name"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RegistryConflictError(
+                f"{self.store.url(path)} is not a registry manifest ({type(exc).__name__}: {str(exc)[:100]}); "
+                "move the version away or repair it"
+            ) from None
+        return record
+
+    def check_owner(self, model: ModelMetadata) -> None:
+        """The version's folder must belong to this very model: a different name never shares it."""
+        record = self.published_record(model.slug, model.version)
+        if record is not None and not same_name(record["model"]["name"], model.name):
+            raise RegistryConflictError(
+                f"{self.store.url(self.version_path(model.slug, model.version))} holds model {record['model']['name']!r}, "
+                f"not {model.name!r}: nothing was written"
+            )
+
+    # -- served versions: immutable unless forced --------------------------------------------------------
+    def served_marker(self, slug: str, version: str) -> str:
+        return posixpath.join(self.root, SERVED_DIR, slug, f"{version}.json")
+
+    def mark_served(self, doc: DeploymentDocument, where: str) -> None:
+        """Record that this version served (after a successful deploy): from now on it is immutable unless forced."""
+        data = json.dumps({"model": doc.model.name, "version": doc.model.version, "where": where, "run_id": doc.run_id,
+                           "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}).encode()
+        self.store.write_file(self.served_marker(doc.model.slug, doc.model.version), io.BytesIO(data), len(data))
+
+    def has_served(self, slug: str, version: str, record: dict[str, Any]) -> bool:
+        """A version published before served markers existed (no `serving_recorded` in its manifest) counts as served."""
+        return not record.get("serving_recorded") or self.store.exists(self.served_marker(slug, version))
 
     # -- fetch: upload to the pending area ---------------------------------------------------------------
     def upload_pending(self, run_id: str, folder: Path, manifest: tuple[ManifestEntry, ...]) -> int:
@@ -332,44 +418,98 @@ class Registry:
     def lock_path(self, slug: str) -> str:
         return posixpath.join(self.root, LOCKS_DIR, f"{slug}.lock")
 
-    def acquire_lock(self, slug: str, run_id: str, wait: float = 900.0, stale_after: float = 6 * 3600, poll: float = 5.0) -> None:
+    def acquire_lock(
+        self,
+        slug: str,
+        run_id: str,
+        wait: float = 900.0,
+        stale_after: float = 6 * 3600,
+        poll: float = 5.0,
+        holder_info: dict[str, str] | None = None,
+        is_running: Callable[[dict[str, Any]], bool | None] | None = None,
+    ) -> None:
         """Hold the model's deployment lock (a file created atomically in the registry, which every worker sees).
 
-        A run that already holds it (a retry) goes on; another run waits up to `wait` seconds; a lock older
-        than `stale_after` (a run whose clean-up never ran) is broken with a warning.
+        A run that already holds it (a retry) goes on. A lock whose run is no longer running (`is_running`
+        answers False: the run ended without its clean-up) is taken over at once, with a warning naming it;
+        otherwise this run waits up to `wait` seconds, saying who holds the lock. A lock older than
+        `stale_after` whose run cannot be asked about is broken with a warning.
         """
         path = self.lock_path(slug)
-        claim = json.dumps({"run_id": run_id, "since": time.time()}).encode()
+        claim = json.dumps({"run_id": run_id, "since": time.time(), **(holder_info or {})}).encode()
         deadline = time.monotonic() + wait
         while not self.store.create_exclusive(path, claim):
-            if time.monotonic() >= deadline + poll:
-                raise RegistryError(f"could not take the deployment lock {self.store.url(path)}")
             holder = self._lock_holder(path)
-            if holder is None:
-                continue  # released between our two calls
+            if holder is None:  # released between our two calls, or unreadable just now
+                if time.monotonic() >= deadline:
+                    raise RegistryError(f"could not take the deployment lock {self.store.url(path)}")
+                time.sleep(min(poll, 0.5))
+                continue
             if holder.get("run_id") == run_id:
+                self._note_held(slug, run_id)
                 return
             age = time.time() - float(holder.get("since", 0))
-            if age > stale_after:
-                log.warning("Breaking the deployment lock of %s held by %s for %.0f s", slug, holder.get("run_id"), age)
-                self.store.delete(path)
+            who = describe_holder(holder)
+            running = is_running(holder) if is_running else None
+            if running is False:
+                log.warning("Taking over the deployment lock of %s from %s, which is no longer running", slug, who)
+                self._break_lock(path, holder)
+                continue
+            if running is None and age > stale_after:
+                log.warning("Breaking the deployment lock of %s held by %s for %.0f s", slug, who, age)
+                self._break_lock(path, holder)
                 continue
             if time.monotonic() >= deadline:
-                raise RegistryError(f"{slug} is being deployed by run {holder.get('run_id')} (for {age:.0f} s); try again when it ends")
-            log.info("Waiting for run %s, which is deploying %s", holder.get("run_id"), slug)
+                raise RegistryError(f"{slug} is being deployed by {who} (for {age:.0f} s); try again when it ends")
+            log.info("Waiting for %s, which holds the deployment lock of %s (for %.0f s)", who, slug, age)
             time.sleep(poll)
+        self._note_held(slug, run_id)
+
+    def _break_lock(self, path: str, holder: dict[str, Any]) -> None:
+        """Delete a lock, unless it changed hands since it was read (then the next loop looks again)."""
+        if self._lock_holder(path) == holder:
+            self.store.delete(path)
+
+    def _held_note(self, run_id: str, slug: str = "") -> str:
+        return posixpath.join(self.root, LOCKS_DIR, f".held.{run_path_segment(run_id)}.{slug}")
+
+    def _note_held(self, slug: str, run_id: str) -> None:
+        """An empty file naming the run and the model next to the lock: the clean-up finds the run's locks
+        by listing, so it releases them even when the registry cannot be read (WebHDFS OPEN failing)."""
+        try:
+            self.store.write_file(self._held_note(run_id, slug), io.BytesIO(b""), 0)
+        except Exception as exc:  # the lock's own content still names the run
+            log.warning("Could not note the lock of %s for run %s (%s)", slug, run_id, exc)
 
     def release_locks(self, run_id: str) -> list[str]:
-        """Release every model lock this run holds (the clean-up knows the run, not always the model)."""
+        """Release every model lock this run holds (the clean-up knows the run, not always the model).
+
+        A lock is this run's if its content says so; if its content cannot be read, if the run noted it
+        when taking it (the run is still running, so no other run can have taken it over)."""
         folder = posixpath.join(self.root, LOCKS_DIR)
         if not self.store.is_dir(folder):
             return []
+        prefix = posixpath.basename(self._held_note(run_id))
+        names = list(self.store.list_files(folder))
+        held = {name[len(prefix):] for name in names if name.startswith(prefix)}
         released = []
-        for name in self.store.list_files(folder):
-            path = posixpath.join(folder, name)
-            holder = self._lock_holder(path)
-            if holder is not None and holder.get("run_id") == run_id and self.store.delete(path):
-                released.append(name.removesuffix(".lock"))
+        for name in names:
+            if "/" in name or not name.endswith(".lock"):
+                continue
+            path, slug = posixpath.join(folder, name), name.removesuffix(".lock")
+            try:
+                holder = json.loads(self.read_bytes(path))
+                mine = isinstance(holder, dict) and holder.get("run_id") == run_id
+            except ValueError:
+                mine = slug in held
+            except Exception:
+                if not self.store.exists(path):
+                    continue
+                mine = slug in held
+            if mine and self.store.delete(path):
+                released.append(slug)
+        for slug in held:
+            self.store.delete(self._held_note(run_id, slug))
         return released
 
     def _lock_holder(self, path: str) -> dict[str, Any] | None:
@@ -405,18 +545,29 @@ class Registry:
             raise RegistryError(f"{self.store.url(folder)}: sha256 differs from the staged files for {', '.join(corrupt)}")
 
     def already_published(self, model: ModelMetadata, manifest: tuple[ManifestEntry, ...], force: bool) -> bool:
-        """True when the version is in place with exactly this content; differing content raises unless force."""
-        published = self.published_manifest(model.slug, model.version)
-        if published is None:
+        """True when the version is in place with exactly this content. Different content replaces a version
+        that never served (logged); one that served is refused unless force. Another model's folder: refused."""
+        self.check_owner(model)
+        record = self.published_record(model.slug, model.version)
+        if record is None:
             return False
+        published = [ManifestEntry(**entry) for entry in record["files"]]
         diff = differences(manifest, published)
         if not diff:
             return True
-        if not force:
+        where = self.store.url(self.version_path(model.slug, model.version))
+        if force:
+            log.warning("%s holds %s %s with different content: replacing it (force)", where, model.name, model.version)
+        elif not self.has_served(model.slug, model.version, record):
+            log.warning(
+                "%s holds %s %s with different content that never served: replacing it (Atlas has no entity for it)",
+                where, model.name, model.version,
+            )
+        else:
+            shown = "; ".join(diff[:5]) + (f"; and {len(diff) - 5} more" if len(diff) > 5 else "")
             raise RegistryConflictError(
-                f"{self.store.url(self.version_path(model.slug, model.version))} already holds {model.name} "
-                f"{model.version} with different content (bump model.version, or set force to replace it):\n  "
-                + "\n  ".join(diff)
+                f"{where} already holds {model.name} {model.version}, which served, with different content "
+                f"(bump model.version, or set force to replace it): {shown}"
             )
         return False
 
@@ -432,11 +583,12 @@ class Registry:
             raise RegistryError(f"nothing to publish: {self.store.url(pending)} is missing; run the fetch step again")
         self.verify(pending, doc.manifest)
         self._write_manifest(pending, doc)
-        if self.store.exists(target):  # force, and the old content differs
+        if self.store.exists(target):  # the old content differs, and force or it never served
             self._replace(pending, target, doc.work_key)
         else:
             self._rename_into_place(pending, target)
         self.verify(target, doc.manifest)
+        self.store.delete(self.served_marker(doc.model.slug, doc.model.version))  # this content has not served yet
         log.info("Published %s", self.store.url(target))
         return self._info(target, uploaded=sum(e.size for e in doc.manifest))
 
@@ -451,6 +603,7 @@ class Registry:
             "source": {"location": doc.source.location, "kind": doc.source.kind, "revision": doc.source.revision},
             "published_by": {"dag_id": doc.dag_id, "run_id": doc.run_id},
             "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "serving_recorded": True,  # a served marker under .served/ says whether this version ever served
         }
         data = json.dumps(manifest, indent=2).encode()
         self.store.write_file(posixpath.join(folder, MANIFEST_FILE), io.BytesIO(data), len(data))
@@ -481,7 +634,7 @@ class Registry:
                 self.store.rename(aside, target)
             raise
         self.store.delete(aside)
-        log.warning("Replaced %s with different content (force)", self.store.url(target))
+        log.warning("Replaced %s with different content", self.store.url(target))
 
     def read_bytes(self, path: str) -> bytes:
         """A small file (a manifest, a sample request) whole."""

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from airflow.sdk import BaseOperator
 
@@ -47,37 +48,87 @@ class FetchStagingOperator(BaseOperator):
         from model_governance.bundle import validate_mleap_bundle, validate_spark_pipeline
         from model_governance.metadata import DeploymentDocument
         from model_governance.registry import Registry
-        from model_governance.staging import stage
+        from model_governance.staging import stage, users_paths
 
         if self.host_type not in HOST_TYPES:
             raise InvalidInputError(f"host_type {self.host_type!r} must be one of {', '.join(HOST_TYPES)}")
         force = as_bool(self.force, "force")
         registry = Registry.from_root(self.registry_root, self.webhdfs_conn_id)
-        with tempfile.TemporaryDirectory(prefix="model-governance-") as workdir:
+        key = run_key(context)
+        dag_id = context["dag"].dag_id
+        with tempfile.TemporaryDirectory(prefix="model-governance-") as workdir, one_line_errors():
             staged = stage(self.staging, Path(workdir), require_endpoint=self.host_type == "microservice")
             self.log.info(
                 "Staged %s %s from %s (%s): %d files, %d bytes; serialized model %s",
                 staged.metadata.name, staged.metadata.version, staged.source.location, staged.source.revision,
                 len(staged.manifest), sum(e.size for e in staged.manifest), staged.executable,
             )
-            key = run_key(context)
-            registry.acquire_lock(staged.metadata.slug, key)  # released by the clean-up task
-            if self.host_type == "microservice":
-                bundle = validate_mleap_bundle(staged.folder / staged.executable)
-                self.log.info("MLeap bundle %s: %s format, MLeap %s", bundle.name, bundle.format, bundle.version)
-            else:
-                self.log.info("Spark pipeline: %s", validate_spark_pipeline(staged.folder / staged.executable))
-            if registry.already_published(staged.metadata, staged.manifest, force):
-                self.log.info("The registry already holds this exact version: nothing to upload")
-            else:
-                registry.upload_pending(key, staged.folder, staged.manifest)
+            registry.check_owner(staged.metadata)  # another model's folder: refused before the lock is taken
+            holder = {"dag_id": dag_id, "dag_run_id": context["run_id"], "model": staged.metadata.name}
+            registry.acquire_lock(staged.metadata.slug, key, holder_info=holder, is_running=dag_run_is_running)
+            try:  # released here if this step fails; by the clean-up task otherwise
+                with users_paths(staged.folder, staged.source.location):
+                    if self.host_type == "microservice":
+                        bundle = validate_mleap_bundle(staged.folder / staged.executable)
+                        self.log.info("MLeap bundle %s: %s format, MLeap %s", bundle.name, bundle.format, bundle.version)
+                    else:
+                        self.log.info("Spark pipeline: %s", validate_spark_pipeline(staged.folder / staged.executable))
+                if registry.already_published(staged.metadata, staged.manifest, force):
+                    self.log.info("The registry already holds this exact version: nothing to upload")
+                else:
+                    registry.upload_pending(key, staged.folder, staged.manifest)
+            except BaseException:
+                release_run(registry, key, self.log)
+                raise
         doc = DeploymentDocument(
             model=staged.metadata,
             source=staged.source,
             manifest=staged.manifest,
             executable=staged.executable,
-            dag_id=context["dag"].dag_id,
+            dag_id=dag_id,
             run_id=context["run_id"],
             run_key=key,
         )
         return doc.to_json()
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """An input error is one line in the task log: a newline in a user's value cannot forge log lines."""
+    try:
+        yield
+    except InvalidInputError as exc:
+        text = str(exc)
+        if "\n" not in text and "\r" not in text:
+            raise
+        raise type(exc)(text.replace("\r", "\\r").replace("\n", "\\n")) from None
+
+
+def release_run(registry: Any, key: str, log: Any) -> None:
+    """Drop the run's pending upload and release its model lock; never raises over the error being handled."""
+    try:
+        if registry.discard_pending(key):
+            log.info("Removed %s", registry.store.url(registry.pending_path(key)))
+        for slug in registry.release_locks(key):
+            log.info("Released the deployment lock of %s", slug)
+    except Exception as exc:  # the clean-up task, or the next run's take-over, will release it
+        log.warning("Could not release the run's lock and pending upload now (%s)", exc)
+
+
+def dag_run_is_running(holder: dict[str, Any]) -> bool | None:
+    """Whether the DAG run holding a lock is still queued or running, asked through Airflow's task SDK;
+    None when the lock does not say which run, or Airflow cannot answer."""
+    dag_id, run_id = holder.get("dag_id"), holder.get("dag_run_id")
+    if not dag_id or not run_id:
+        return None
+    try:
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+        state = RuntimeTaskInstance.get_dagrun_state(dag_id, run_id)
+    except Exception as exc:  # AirflowRuntimeError carries the API server's answer
+        detail = getattr(getattr(exc, "error", None), "detail", None)
+        status = detail.get("status_code") if isinstance(detail, dict) else getattr(getattr(exc, "response", None), "status_code", None)
+        if status == 404 or "was not found" in str(exc):
+            return False  # the run was deleted: it will never release the lock
+        return None
+    return str(getattr(state, "value", state)) in ("queued", "running")

@@ -94,6 +94,7 @@ class MLeapDeployOperator(BaseOperator):
             "%s %s at %s (scoring: %s)", "Already serving, verified:" if deploy.unchanged else "Serving",
             doc.deploy_name, deploy.endpoint_url, deploy.scoring_url,
         )
+        registry.mark_served(doc, deploy.scoring_url)  # from now on this version is immutable unless forced
         return doc.with_deploy(deploy).to_json()
 
     def _current_deployment(self, target: str) -> dict[str, Any] | None:
@@ -161,6 +162,8 @@ class MLeapDeployOperator(BaseOperator):
             assert isinstance(frame["schema"]["fields"], list) and isinstance(frame["rows"], list)
         except (ValueError, KeyError, TypeError, AssertionError):
             raise BundleError(f"{SAMPLE_REQUEST}: not a LeapFrame ({{\"schema\": {{\"fields\": [...]}}, \"rows\": [...]}})") from None
+        if not frame["rows"]:  # nothing to score would verify nothing
+            raise BundleError(f"{SAMPLE_REQUEST}: rows is empty; give at least one row to score")
         return frame
 
     # -- legacy mleap-serving ---------------------------------------------------------------------------------
@@ -183,7 +186,7 @@ class MLeapDeployOperator(BaseOperator):
         """The bundle of the deployment Atlas says serves here, put back in the models folder for a rollback."""
         if record is None:
             return None
-        from model_governance.metadata import slugify
+        from model_governance.metadata import model_slug
         from model_governance.registry import Registry
 
         version_path = urlsplit(record["registryUrl"]).path
@@ -194,7 +197,7 @@ class MLeapDeployOperator(BaseOperator):
         on_hdfs = record["registryUrl"].startswith("hdfs://")
         if on_hdfs != (registry.store.kind() == "hdfs"):  # the previous version lives in another kind of registry
             registry = Registry.from_root("hdfs:///" if on_hdfs else "/", self.webhdfs_conn_id)
-        return self._deliver(hook, registry, version_path, slugify(record["modelName"]), record["modelVersion"], executable, sha256)
+        return self._deliver(hook, registry, version_path, model_slug(record["modelName"]), record["modelVersion"], executable, sha256)
 
     def _rollback_legacy(self, hook: Any, previous: str | None, cause: BaseException) -> None:
         if previous:
@@ -272,7 +275,7 @@ def check_scoring(answer: dict[str, Any], sample: dict[str, Any], expected: list
         rows = answer["rows"]
     except (KeyError, TypeError):
         raise ModelVerificationError(f"scoring the sample returned no LeapFrame: {json.dumps(answer)[:300]}") from None
-    if len(rows) != len(sample["rows"]):
+    if not rows or len(rows) != len(sample["rows"]):
         raise ModelVerificationError(f"scoring {len(sample['rows'])} sample rows returned {len(rows)}")
     inputs = {f["name"] for f in sample["schema"]["fields"]}
     wanted = expected if expected is not None else []

@@ -44,7 +44,8 @@ class PublishToRegistryOperator(BaseOperator):
 
 
 class CleanUpRunOperator(BaseOperator):
-    """Teardown: remove the run's pending upload and release its model lock, whatever happened."""
+    """Teardown after every step: remove the run's pending upload and release its model lock, whichever
+    step failed (the DAGs put it downstream of all of them, with no setup, so it runs once they are done)."""
 
     template_fields: Sequence[str] = ("registry_root", "webhdfs_conn_id")
     ui_color = "#eeeeee"
@@ -55,11 +56,13 @@ class CleanUpRunOperator(BaseOperator):
         self.webhdfs_conn_id = webhdfs_conn_id
 
     def execute(self, context: Any) -> None:
+        from model_governance.exceptions import InvalidInputError
+        from model_governance.operators.fetch import release_run
         from model_governance.registry import Registry
 
-        registry = Registry.from_root(self.registry_root, self.webhdfs_conn_id)
-        key = run_key(context)
-        if registry.discard_pending(key):
-            self.log.info("Removed %s", registry.store.url(registry.pending_path(key)))
-        for slug in registry.release_locks(key):
-            self.log.info("Released the deployment lock of %s", slug)
+        try:
+            registry = Registry.from_root(self.registry_root, self.webhdfs_conn_id)
+        except InvalidInputError as exc:  # the fetch step refused the same root: it holds nothing there
+            self.log.info("Nothing to clean up: %s", exc)
+            return
+        release_run(registry, run_key(context), self.log)

@@ -105,6 +105,7 @@ class SparkBatchDeployOperator(BaseOperator):
         started = datetime.now(timezone.utc)
         hook.submit(str(SCORING_JOB))
         self.log.info("Scored %s with %s into %s", ", ".join(inputs), doc.deploy_name, output)
+        registry.mark_served(doc, model_location)  # from now on this version is immutable unless forced
         deploy = DeployFacts(
             host_type="spark",
             host_port=conn.host or "local",
