@@ -260,7 +260,7 @@ def dag_params():
 
 @pytest.fixture
 def webhdfs(tmp_path, monkeypatch):
-    from model_governance.devstack.webhdfs import WebHDFSStandIn
+    from model_governance_devstack.webhdfs import WebHDFSStandIn
 
     with WebHDFSStandIn(tmp_path / "hdfs") as hdfs:
         monkeypatch.setenv("AIRFLOW_CONN_WEBHDFS_DEFAULT", json.dumps({"conn_type": "webhdfs", "host": "127.0.0.1", "port": hdfs.port, "login": "hdfs"}))

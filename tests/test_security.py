@@ -600,7 +600,7 @@ def test_the_webhdfs_stand_in_refuses_dot_segments_as_hdfs_does(tmp_path):
     """Hadoop's DFSUtil.isValidName refuses '.', '..' and ':' components: 400 InvalidPathException."""
     import http.client
 
-    from model_governance.devstack.webhdfs import WebHDFSStandIn
+    from model_governance_devstack.webhdfs import WebHDFSStandIn
 
     with WebHDFSStandIn(tmp_path / "hdfs") as hdfs:
         for path in ("/webhdfs/v1/a/../b?op=MKDIRS", "/webhdfs/v1/a/%2E%2E/b?op=MKDIRS", "/webhdfs/v1/a/./b?op=MKDIRS",
