@@ -186,7 +186,7 @@ SEED_TYPE_1_0 = {
 def test_the_seed_type_1_0_is_upgraded_in_place_and_its_entities_stay(devstack, airflow_db):
     from airflow.dag_processing.dagbag import DagBag
 
-    from model_governance.atlas_types import ADDED_ATTRIBUTES, TYPE_VERSION, ensure_model_type
+    from model_governance.atlas.schema import ADDED_ATTRIBUTES, TYPE_VERSION, ensure_model_type
     from model_governance.hooks.atlas import AtlasHook
 
     assert atlas(devstack, "POST", "/types/typedefs", json=SEED_TYPE_1_0).status_code == 200
@@ -212,7 +212,7 @@ def test_the_seed_type_1_0_is_upgraded_in_place_and_its_entities_stay(devstack, 
 
 
 def test_a_type_that_cannot_be_upgraded_names_the_attribute(devstack):
-    from model_governance.atlas_types import ensure_model_type
+    from model_governance.atlas.schema import ensure_model_type
     from model_governance.exceptions import AtlasError
     from model_governance.hooks.atlas import AtlasHook
 
