@@ -16,7 +16,7 @@ from datetime import timedelta
 import pytest
 import requests
 
-from tests.helpers import DAGS, EXAMPLE_STAGING, rebundle, stage_variant
+from tests.helpers import EXAMPLE_STAGING, atlas_search, load_dag, rebundle, stage_variant
 
 SAMPLE = json.loads((EXAMPLE_STAGING / "samples/leapframe.json").read_text())
 RESULTS: list[tuple[str, str]] = []  # (fault, outcome): read by conftest's terminal summary
@@ -48,9 +48,7 @@ def clear_faults(stack):
 
 @pytest.fixture
 def dag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-
-    dag = DagBag(dag_folder=str(DAGS / "model_deployment.py")).dags["model_deployment"]
+    dag = load_dag("model_deployment")
     for task in dag.tasks:  # the DAG's own retries, without waiting minutes between them
         task.retry_delay = timedelta(seconds=0.2)
         task.retry_exponential_backoff = 0
@@ -76,10 +74,8 @@ def predict(stack):
 
 
 def entities(stack):
-    conn = stack.connections["atlas_default"]
-    found = requests.post(f"http://127.0.0.1:{conn['port']}/api/atlas/v2/search/basic", auth=(conn["login"], conn["password"]),
-                          json={"typeName": "model", "attributes": ["modelVersion", "deployStatus"], "limit": 100}, timeout=10).json()
-    return [e["attributes"] for e in found.get("entities", [])]
+    found = atlas_search(stack.connections["atlas_default"], attributes=["modelVersion", "deployStatus"])
+    return [e["attributes"] for e in found]
 
 
 def check_invariants(stack, predictions):

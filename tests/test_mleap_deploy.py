@@ -9,7 +9,7 @@ import json
 import pytest
 import requests
 
-from tests.helpers import DAGS, EXAMPLE_STAGING, rebundle, stage_variant
+from tests.helpers import EXAMPLE_STAGING, atlas_search, load_dag, rebundle, stage_variant
 
 SAMPLE = json.loads((EXAMPLE_STAGING / "samples/leapframe.json").read_text())
 BUNDLE = EXAMPLE_STAGING / "executable/airbnb.model.lr.zip"
@@ -18,9 +18,7 @@ SHIFT = 1000.0  # version 1.0's intercept is moved by this much: its predictions
 
 @pytest.fixture(scope="module")
 def dag():
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(DAGS / "model_deployment.py")).dags["model_deployment"]
+    return load_dag("model_deployment")
 
 
 @pytest.fixture(params=["legacy", "spring-boot"])
@@ -65,10 +63,8 @@ def deploy(dag, serving, staged):
 
 
 def deployments(devstack):
-    conn = devstack.connections["atlas_default"]
-    found = requests.post(f"http://{conn['host']}:{conn['port']}/api/atlas/v2/search/basic", auth=(conn["login"], conn["password"]),
-                          json={"typeName": "model", "attributes": ["modelVersion", "deployStatus"], "limit": 100}, timeout=10).json()
-    return {e["attributes"]["modelVersion"]: e["attributes"]["deployStatus"] for e in found.get("entities", [])}
+    found = atlas_search(devstack.connections["atlas_default"], attributes=["modelVersion", "deployStatus"])
+    return {e["attributes"]["modelVersion"]: e["attributes"]["deployStatus"] for e in found}
 
 
 @pytest.fixture
