@@ -18,7 +18,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from airflow.sdk import DAG, Param
-
 from model_governance.connections import SPARK_CONN_ID
 from model_governance.dag_steps import DEFAULT_ARGS, deployment_steps
 from model_governance.operators.spark import SparkBatchScoreOperator, SparkPublishPipelineOperator
@@ -40,14 +39,17 @@ def publish_and_score(document):
         spark_conn_id="{{ params.spark_conn_id }}",
         webhdfs_conn_id="{{ params.webhdfs_conn_id }}",
     )
-    score = SparkBatchScoreOperator(task_id="score_batch", document=publish.output, spark_conn_id="{{ params.spark_conn_id }}")
+    score = SparkBatchScoreOperator(
+        task_id="score_batch", document=publish.output, spark_conn_id="{{ params.spark_conn_id }}"
+    )
     return publish, score
 
 
 with DAG(
     dag_id="model_batch_deployment",
     description=(
-        "Deploy a staged Spark ML model for batch scoring, archive it, and register it with its lineage in Apache Atlas"
+        "Deploy a staged Spark ML model for batch scoring, archive it, "
+        "and register it with its lineage in Apache Atlas"
     ),
     schedule=None,
     catchup=False,
@@ -56,17 +58,29 @@ with DAG(
     render_template_as_native_obj=True,
     default_args=DEFAULT_ARGS,
     params={
-        "staging": staging_param("rental-pricing-batch", " (executable/ holds the saved Spark ML pipeline, zipped)"),
+        "staging": staging_param(
+            "rental-pricing-batch", " (executable/ holds the saved Spark ML pipeline, zipped)"
+        ),
         "inputs": Param(
-            [str(EXAMPLES / "batch-input" / "listings_to_score.csv")], type="array", items={"type": "string", "minLength": 1},
-            minItems=1, title="Input datasets", description=f"What the scoring job reads: {DATASET_HELP}.",
+            [str(EXAMPLES / "batch-input" / "listings_to_score.csv")],
+            type="array",
+            items={"type": "string", "minLength": 1},
+            minItems=1,
+            title="Input datasets",
+            description=f"What the scoring job reads: {DATASET_HELP}.",
         ),
         "output": Param(
-            "/tmp/model-governance/rental-pricing-scores", type="string", minLength=1, title="Output dataset",
+            "/tmp/model-governance/rental-pricing-scores",
+            type="string",
+            minLength=1,
+            title="Output dataset",
             description=f"Where the scoring job writes its predictions (parquet): {DATASET_HELP}.",
         ),
         "spark_conn_id": Param(
-            SPARK_CONN_ID, type="string", minLength=1, title="Spark connection",
+            SPARK_CONN_ID,
+            type="string",
+            minLength=1,
+            title="Spark connection",
             description=(
                 "The Spark provider's connection (master, deploy mode…); "
                 "its extra models_root is where batch jobs load models."

@@ -17,7 +17,6 @@ no Atlas entity exists for a model that does not serve. Trigger from the UI form
 from __future__ import annotations
 
 from airflow.sdk import DAG, Param
-
 from model_governance.connections import MLEAP_CONN_ID
 from model_governance.dag_steps import DEFAULT_ARGS, deployment_steps
 from model_governance.operators.mleap import MLeapDeployOperator
@@ -30,7 +29,7 @@ def deploy_to_mleap(document):
         document=document,
         mleap_conn_id="{{ params.mleap_conn_id }}",
         webhdfs_conn_id="{{ params.webhdfs_conn_id }}",
-        atlas_conn_id="{{ params.atlas_conn_id }}",  # where the previous deployment is looked up for a rollback
+        atlas_conn_id="{{ params.atlas_conn_id }}",  # where the previous deployment is found, for a rollback
     )
     return deploy, deploy
 
@@ -57,7 +56,10 @@ with DAG(
             ),
         ),
         "mleap_conn_id": Param(
-            MLEAP_CONN_ID, type="string", minLength=1, title="MLeap serving connection",
+            MLEAP_CONN_ID,
+            type="string",
+            minLength=1,
+            title="MLeap serving connection",
             description="Airflow connection of the MLeap serving host (type mleap, or http).",
         ),
         **registry_params(),

@@ -26,14 +26,14 @@ from __future__ import annotations
 import os
 
 from airflow.sdk import DAG, task, task_group
-
 from model_governance.dag_steps import DEFAULT_ARGS, deployment_steps
 from model_governance.operators.mleap import MLeapDeployOperator
 
 with DAG(
     dag_id="model_redeploy",
     description=(
-        "Redeploy the models of a manifest; models already serving their archived bundle are verified and left alone"
+        "Redeploy the models of a manifest; "
+        "models already serving their archived bundle are verified and left alone"
     ),
     schedule=os.environ.get("MODEL_GOVERNANCE_REDEPLOY_SCHEDULE", "0 3 * * *"),
     catchup=False,
@@ -52,7 +52,9 @@ with DAG(
         return load_manifest()
 
     @task_group
-    def redeploy(staging: str, registry_root: str, mleap_conn_id: str, webhdfs_conn_id: str, atlas_conn_id: str):
+    def redeploy(
+        staging: str, registry_root: str, mleap_conn_id: str, webhdfs_conn_id: str, atlas_conn_id: str
+    ):
         def deploy_to_mleap(document):
             deploy = MLeapDeployOperator(
                 task_id="deploy_model",

@@ -68,6 +68,8 @@ def atlas_call(conn: dict, method: str, path: str, **kwargs):
 def atlas_search(conn: dict, type_name: str = "model", **body) -> list[dict]:
     """The entity headers a basic search finds (`attributes=[...]`, `limit=...` go into the body)."""
     answer = atlas_call(conn, "POST", "/search/basic", json={"typeName": type_name, "limit": 100, **body})
+    if answer.status_code == 400 and answer.json().get("errorCode") == "ATLAS-400-00-00A":
+        return []  # the type does not exist yet: nothing was ever registered
     answer.raise_for_status()
     return answer.json().get("entities") or []
 

@@ -34,4 +34,7 @@ def test_the_hooks_own_extras_are_not_sent_as_headers(devstack):
     hook = MLeapServingHook()
     session = hook.get_conn()
     assert not {"api", "models_dir", "models_mount"} & {key.lower() for key in session.headers}
-    assert hook.model_config == {"memoryTimeout": 180 * 24 * 3600 * 1000, "diskTimeout": 180 * 24 * 3600 * 1000}
+    assert hook.model_config == {
+        "memoryTimeout": 180 * 24 * 3600 * 1000,
+        "diskTimeout": 180 * 24 * 3600 * 1000,
+    }

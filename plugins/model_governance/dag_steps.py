@@ -16,7 +16,11 @@ if TYPE_CHECKING:
     from airflow.sdk.definitions.xcom_arg import XComArg
 
 # a service that is down for a minute does not fail the deployment; bad input fails at once anyway
-DEFAULT_ARGS: dict[str, Any] = {"retries": 2, "retry_delay": timedelta(seconds=20), "retry_exponential_backoff": 2.0}
+DEFAULT_ARGS: dict[str, Any] = {
+    "retries": 2,
+    "retry_delay": timedelta(seconds=20),
+    "retry_exponential_backoff": 2.0,
+}
 
 # Builds the deploy step on the published document; returns its first and its last task.
 DeployBuilder = Callable[["XComArg"], "tuple[BaseOperator, BaseOperator]"]
@@ -56,20 +60,31 @@ def deployment_steps(
     from model_governance.operators.registry import CleanUpRunOperator, PublishToRegistryOperator
 
     fetch = FetchStagingOperator(
-        task_id="fetch_staging", staging=staging, registry_root=registry_root, webhdfs_conn_id=webhdfs_conn_id,
-        host_type=host_type, force=force,
+        task_id="fetch_staging",
+        staging=staging,
+        registry_root=registry_root,
+        webhdfs_conn_id=webhdfs_conn_id,
+        host_type=host_type,
+        force=force,
     )
     publish = PublishToRegistryOperator(
-        task_id="push_to_registry", document=fetch.output, registry_root=registry_root,
-        webhdfs_conn_id=webhdfs_conn_id, force=force,
+        task_id="push_to_registry",
+        document=fetch.output,
+        registry_root=registry_root,
+        webhdfs_conn_id=webhdfs_conn_id,
+        force=force,
     )
     first, last = deploy(publish.output)
-    register = AtlasCreateModelEntityOperator(task_id="register_in_atlas", document=last.output, atlas_conn_id=atlas_conn_id)
+    register = AtlasCreateModelEntityOperator(
+        task_id="register_in_atlas", document=last.output, atlas_conn_id=atlas_conn_id
+    )
     # Drops the pending upload and releases the model's deployment lock after every step, whichever failed
     # (ALL_DONE: a lock taken by a fetch that then failed is released too). As a teardown it does not turn
     # a failed run into a success, and clearing a step re-runs fetch_staging (its setup) with it, which
     # uploads nothing when the version is archived.
-    clean_up = CleanUpRunOperator(task_id="clean_up", registry_root=registry_root, webhdfs_conn_id=webhdfs_conn_id)
+    clean_up = CleanUpRunOperator(
+        task_id="clean_up", registry_root=registry_root, webhdfs_conn_id=webhdfs_conn_id
+    )
     clean_up.as_teardown(setups=fetch)
     clean_up.trigger_rule = TriggerRule.ALL_DONE
     [publish, first, last, register] >> clean_up

@@ -10,7 +10,9 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "model-governance",
         "name": "Model governance",
-        "description": "Deploy ML models to MLeap serving or Spark, archive them on HDFS, register them in Apache Atlas.",
+        "description": (
+            "Deploy ML models to MLeap serving or Spark, archive them on HDFS, register them in Apache Atlas."
+        ),
         "versions": ["0.1.0"],
         "connection-types": [
             {"hook-class-name": "model_governance.hooks.atlas.AtlasHook", "connection-type": "atlas"},

@@ -49,18 +49,26 @@ def dataset_reference(location: str, cluster_name: str) -> tuple[dict[str, Any],
     """
     if location.startswith("hive:"):
         table = location.removeprefix("hive:").lower()
-        return {"typeName": s.HIVE_TABLE, "uniqueAttributes": {s.QUALIFIED_NAME: f"{table}@{cluster_name}"}}, None
+        return {
+            "typeName": s.HIVE_TABLE,
+            "uniqueAttributes": {s.QUALIFIED_NAME: f"{table}@{cluster_name}"},
+        }, None
     if location.startswith("hdfs://"):
         name = location.rsplit("/", 1)[-1]
         attributes = {
-            s.QUALIFIED_NAME: f"{location}@{cluster_name}", s.NAME: name, s.PATH: location,
+            s.QUALIFIED_NAME: f"{location}@{cluster_name}",
+            s.NAME: name,
+            s.PATH: location,
             s.CLUSTER_NAME: cluster_name,
         }
         entity = {"typeName": s.HDFS_PATH, "attributes": attributes}
     else:
         path = location.removeprefix("file://")
         name = path.rsplit("/", 1)[-1]
-        entity = {"typeName": s.FS_PATH, "attributes": {s.QUALIFIED_NAME: f"file://{path}", s.NAME: name, s.PATH: path}}
+        entity = {
+            "typeName": s.FS_PATH,
+            "attributes": {s.QUALIFIED_NAME: f"file://{path}", s.NAME: name, s.PATH: path},
+        }
     return reference(entity), entity
 
 

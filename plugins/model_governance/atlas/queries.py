@@ -60,7 +60,9 @@ def search_body(
     return body
 
 
-def search_all(hook: AtlasHook, criteria: list[tuple[str, str, str]], page: int = 100) -> list[dict[str, Any]]:
+def search_all(
+    hook: AtlasHook, criteria: list[tuple[str, str, str]], page: int = 100
+) -> list[dict[str, Any]]:
     """Every entity header a basic search finds, page by page."""
     found: list[dict[str, Any]] = []
     while True:
@@ -80,20 +82,25 @@ def epoch_millis(value: str) -> int:
 
 
 def list_deployments(hook: AtlasHook, limit: int = 100, **filters: str | None) -> list[dict[str, Any]]:
-    """Deployments matching every given filter, newest first: guid, qualifiedName, status and every attribute."""
+    """Deployments matching every given filter, newest first: guid, qualifiedName, status, every attribute."""
     criteria = []
     for key, value in filters.items():
         if value is None:
             continue
         attribute, operator = FILTERS[key]
-        criteria.append((attribute, operator, str(epoch_millis(value)) if key in ("since", "until") else value))
+        criteria.append(
+            (attribute, operator, str(epoch_millis(value)) if key in ("since", "until") else value)
+        )
     try:
         answer = hook.search_basic(search_body(criteria, limit=limit))
     except AtlasError as exc:
         if exc.error_code == UNKNOWN_TYPENAME:  # no `model` type yet: nothing was ever registered
             return []
         raise
-    return [{"guid": e["guid"], "status": e.get("status"), **e.get("attributes", {})} for e in answer.get("entities") or []]
+    return [
+        {"guid": e["guid"], "status": e.get("status"), **e.get("attributes", {})}
+        for e in answer.get("entities") or []
+    ]
 
 
 @dataclass(frozen=True)
@@ -132,7 +139,7 @@ def current_deployment(hook: AtlasHook, target: str) -> DeploymentRecord | None:
 
 
 def supersede(hook: AtlasHook, target: str, current: str) -> list[str]:
-    """Mark every other deployment still `deployed` at target as superseded by current; their qualifiedNames."""
+    """Mark every other deployment still `deployed` at target superseded by current; their qualifiedNames."""
     replaced = []
     for header in search_all(hook, [(s.DEPLOY_TARGET, "=", target), (s.DEPLOY_STATUS, "=", s.DEPLOYED)]):
         qualified_name = header["attributes"][s.QUALIFIED_NAME]
@@ -162,7 +169,10 @@ def artifact_role(path: str) -> str:
     if path == "modelMetadata.txt":
         return "metadata"
     folders = {
-        "code": "code", "trainingdata": "training data", "executable": "serialized model", "samples": "sample request",
+        "code": "code",
+        "trainingdata": "training data",
+        "executable": "serialized model",
+        "samples": "sample request",
     }
     return folders.get(path.split("/", 1)[0], "other")
 
@@ -198,12 +208,16 @@ def trace(hook: AtlasHook, ref: str) -> Trace:
     artifacts: list[dict[str, Any]] = []
     for path, sha256 in sorted(checksums.items()):
         rel = path.removeprefix(prefix)
-        artifacts.append({"role": artifact_role(rel), "path": rel, "location": f"{registry_url}/{rel}", "sha256": sha256})
+        artifacts.append(
+            {"role": artifact_role(rel), "path": rel, "location": f"{registry_url}/{rel}", "sha256": sha256}
+        )
     relationships = entity.get("relationshipAttributes") or {}
     linked = {link.get("displayText") for link in relationships.get(s.ARTIFACTS) or []}
     for artifact in artifacts:
         artifact["linked_in_atlas"] = artifact["path"] in linked
-    answer = hook.search_basic(search_body([(s.SUPERSEDED_BY, "=", attributes[s.QUALIFIED_NAME])], limit=1000))
+    answer = hook.search_basic(
+        search_body([(s.SUPERSEDED_BY, "=", attributes[s.QUALIFIED_NAME])], limit=1000)
+    )
     superseded = [{"guid": e["guid"], **e.get("attributes", {})} for e in answer.get("entities") or []]
     deployment = {"guid": entity["guid"], "status": entity.get("status"), **attributes}
     return Trace(deployment, artifacts, superseded)

@@ -31,7 +31,9 @@ def register_deployment(hook: AtlasHook, doc: DeploymentDocument) -> dict[str, A
     # The files first: the entity refers to them by qualifiedName, so they must exist when it arrives.
     artifacts = artifact_entities(doc, hook.cluster_name)
     locations = doc.deploy.inputs + doc.deploy.outputs
-    datasets = [entity for _, entity in (dataset_reference(loc, hook.cluster_name) for loc in locations) if entity]
+    datasets = [
+        entity for _, entity in (dataset_reference(loc, hook.cluster_name) for loc in locations) if entity
+    ]
     hook.upsert_entities(artifacts + datasets)
     hook.upsert_entities([model_entity(doc, doc.deploy.target, artifacts, cluster_name=hook.cluster_name)])
     stored = hook.get_entity(MODEL_TYPE, doc.qualified_name)

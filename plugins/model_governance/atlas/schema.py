@@ -46,8 +46,17 @@ MODEL_OWNER = "model.owner"
 MODEL_OWNER_LOB = "model.owner.lob"
 MODEL_REGISTRY_URL = "model.registry.url"
 SEED_ATTRIBUTES = (
-    DEPLOY_DATETIME, DEPLOY_HOST_TYPE, DEPLOY_HOST_DETAIL, DEPLOY_OBJ_SOURCE, MODEL_NAME_SEED,
-    MODEL_VERSION_SEED, MODEL_TYPE_SEED, MODEL_DESCRIPTION, MODEL_OWNER, MODEL_OWNER_LOB, MODEL_REGISTRY_URL,
+    DEPLOY_DATETIME,
+    DEPLOY_HOST_TYPE,
+    DEPLOY_HOST_DETAIL,
+    DEPLOY_OBJ_SOURCE,
+    MODEL_NAME_SEED,
+    MODEL_VERSION_SEED,
+    MODEL_TYPE_SEED,
+    MODEL_DESCRIPTION,
+    MODEL_OWNER,
+    MODEL_OWNER_LOB,
+    MODEL_REGISTRY_URL,
 )
 
 # -- added after the seed: optional, so that an existing `model` type takes them with a plain update ------
@@ -90,7 +99,14 @@ ADDED_ATTRIBUTES: tuple[tuple[str, str], ...] = (
     (ARTIFACT_CHECKSUMS, "map<string,string>"),
 )
 # what searches ask Atlas to return: every attribute of a deployment
-RETURNED_ATTRIBUTES = [QUALIFIED_NAME, NAME, OWNER, DESCRIPTION, *SEED_ATTRIBUTES, *(n for n, _ in ADDED_ATTRIBUTES)]
+RETURNED_ATTRIBUTES = [
+    QUALIFIED_NAME,
+    NAME,
+    OWNER,
+    DESCRIPTION,
+    *SEED_ATTRIBUTES,
+    *(n for n, _ in ADDED_ATTRIBUTES),
+]
 
 
 def _attribute(name: str, type_name: str = "string", optional: bool = False) -> dict[str, Any]:
@@ -186,7 +202,10 @@ def _ensure_entity_def(hook: AtlasHook) -> str:
     upgraded["typeVersion"] = TYPE_VERSION
     hook.update_typedefs({"entityDefs": [upgraded]})
     log.info(
-        "Upgraded the Atlas type %r from %s to %s: added %s", MODEL_TYPE, existing.get("typeVersion"),
-        TYPE_VERSION, ", ".join(a["name"] for a in missing),
+        "Upgraded the Atlas type %r from %s to %s: added %s",
+        MODEL_TYPE,
+        existing.get("typeVersion"),
+        TYPE_VERSION,
+        ", ".join(a["name"] for a in missing),
     )
     return "upgraded"

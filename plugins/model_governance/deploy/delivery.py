@@ -26,7 +26,13 @@ WEBHDFS_REFUSED = (
 
 
 def deliver(
-    hook: MLeapServingHook, registry: Registry, version_path: str, slug: str, version: str, executable: str, sha256: str
+    hook: MLeapServingHook,
+    registry: Registry,
+    version_path: str,
+    slug: str,
+    version: str,
+    executable: str,
+    sha256: str,
 ) -> str:
     """Where the server reads the archived bundle: a path (legacy) or a `file:` URI (spring-boot).
 

@@ -25,17 +25,24 @@ POLL = 0.5  # seconds between two looks at what the server serves
 
 
 def deploy(
-    hook: MLeapServingHook, bundle: str, previous: str | None, sample: dict[str, Any] | None, load_timeout: float
+    hook: MLeapServingHook,
+    bundle: str,
+    previous: str | None,
+    sample: dict[str, Any] | None,
+    load_timeout: float,
 ) -> dict[str, Any]:
     """Load `bundle`, confirm it serves and scores the sample; else put `previous` back (or unload). The
     deploy facts (scoring URL, schemas) back."""
     before = serving_now(hook, sample)
-    log.info("Loading %s into MLeap serving at %s (previous: %s)", bundle, hook.url, previous or "none recorded")
+    log.info(
+        "Loading %s into MLeap serving at %s (previous: %s)", bundle, hook.url, previous or "none recorded"
+    )
     if not hook.load_model(bundle):  # a refused load raises, and the server still serves the old model
         log.warning("MLeap serving did not confirm the load in time: watching for the new model to show")
         if not _shows_up(hook, sample, before, load_timeout):
             cause = DeployError(
-                f"MLeap serving at {hook.url} did not confirm loading {bundle}, and the new model did not show "
+                f"MLeap serving at {hook.url} did not confirm loading {bundle}, "
+                "and the new model did not show "
                 f"within {load_timeout:.0f} s: the outcome is unknown, so the previous model was put back"
             )
             rollback(hook, previous, cause)
@@ -85,7 +92,11 @@ def rollback(hook: MLeapServingHook, previous: str | None, cause: BaseException)
     if previous:
         log.error("The deployment failed (%s): loading the previous bundle %s again", cause, previous)
         if not hook.load_model(previous):
-            log.error("MLeap serving did not confirm loading %s in time either: check what it serves", previous)
+            log.error(
+                "MLeap serving did not confirm loading %s in time either: check what it serves", previous
+            )
     else:
-        log.error("The deployment failed (%s): no previous deployment recorded; unloading the new model", cause)
+        log.error(
+            "The deployment failed (%s): no previous deployment recorded; unloading the new model", cause
+        )
         hook.unload_legacy()

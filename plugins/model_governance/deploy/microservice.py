@@ -66,7 +66,9 @@ def deploy_microservice(
     name, target = serving_target(hook, doc)
     current = current_deployment(atlas, target) if atlas is not None else None
     entry = doc.executable_entry
-    bundle = deliver(hook, registry, doc.registry.path, doc.model.slug, doc.model.version, doc.executable, entry.sha256)
+    bundle = deliver(
+        hook, registry, doc.registry.path, doc.model.slug, doc.model.version, doc.executable, entry.sha256
+    )
     sample = read_sample(registry, doc)
     facts = None
     if skip_current and _serves_this(current, doc.model.qualified_name(hook.host_port), entry.sha256):
@@ -89,7 +91,11 @@ def deploy_microservice(
 
 
 def _serves_this(current: DeploymentRecord | None, qualified_name: str, sha256: str) -> bool:
-    return current is not None and current.qualified_name == qualified_name and current.serialized_object_sha256 == sha256
+    return (
+        current is not None
+        and current.qualified_name == qualified_name
+        and current.serialized_object_sha256 == sha256
+    )
 
 
 def _verify_current(

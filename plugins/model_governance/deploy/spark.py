@@ -38,7 +38,8 @@ def parse_datasets(value: list[str] | str | None) -> list[str]:
 
 def submit_options(conn: Any) -> dict[str, Any]:
     """SparkSubmitHook arguments: quiet and light, and for a local master the worker's own Python and
-    `spark-submit` (the connection's extra `spark_submit` may name one; the provider takes only names on PATH)."""
+    `spark-submit` (the connection's extra `spark_submit` may name one; the provider takes only names on
+    PATH)."""
     conf = {"spark.ui.enabled": "false", "spark.log.level": "WARN", "spark.sql.shuffle.partitions": "1"}
     options: dict[str, Any] = {"conf": conf}
     if (conn.host or "").startswith("local"):
@@ -109,7 +110,7 @@ def pipeline_files(archive_path: Path) -> tuple[ManifestEntry, ...]:
 def publish_pipeline(
     registry: Registry, models: Registry, doc: DeploymentDocument, run_key: str, workdir: Path
 ) -> tuple[str, list[str]]:
-    """Put the archived pipeline in `<models_root>/<slug>/<version>/`; (its location, its prediction columns)."""
+    """Put the archived pipeline in `<models_root>/<slug>/<version>/`; its location and prediction columns."""
     if doc.registry is None:
         raise InvalidInputError("the model is not archived yet: publish it to the registry before deploying")
     archive = workdir / "pipeline.zip"

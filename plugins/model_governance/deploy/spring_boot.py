@@ -22,14 +22,21 @@ log = logging.getLogger(__name__)
 
 
 def deploy(
-    hook: MLeapServingHook, uri: str, name: str, run_key: str, sample: dict[str, Any] | None, load_timeout: float
+    hook: MLeapServingHook,
+    uri: str,
+    name: str,
+    run_key: str,
+    sample: dict[str, Any] | None,
+    load_timeout: float,
 ) -> dict[str, Any]:
     """Verify `uri` under a candidate name, then serve it as `name`; the deploy facts back."""
     candidate = f"{name}-candidate-{hashlib.sha256(run_key.encode()).hexdigest()[:8]}"
     hook.unload_model(candidate)  # left over by an interrupted attempt of this run
     hook.submit_model(candidate, uri)
     try:
-        expected = output_names(spring_boot_facts(hook.url, candidate, hook.wait_loaded(candidate, load_timeout)))
+        expected = output_names(
+            spring_boot_facts(hook.url, candidate, hook.wait_loaded(candidate, load_timeout))
+        )
         if sample:
             check_scoring(hook.transform_named(candidate, sample), sample, expected)
     finally:

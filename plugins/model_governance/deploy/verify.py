@@ -17,23 +17,31 @@ def require_zip_name(executable: str) -> None:
     name is read as a folder and fails on the server with an obscure error."""
     name = posixpath.basename(executable)
     if not name.endswith(".zip"):
-        raise BundleError(f"{executable}: MLeap reads a bundle as a zip only when its name ends in .zip: rename {name!r}")
+        raise BundleError(
+            f"{executable}: MLeap reads a bundle as a zip only when its name ends in .zip: rename {name!r}"
+        )
 
 
 def parse_sample(raw: bytes) -> dict[str, Any]:
     """The staged sample request as a LeapFrame; `BundleError` when it is not one."""
-    problem = f"{SAMPLE_REQUEST}: not a LeapFrame ({{\"schema\": {{\"fields\": [...]}}, \"rows\": [...]}})"
+    problem = f'{SAMPLE_REQUEST}: not a LeapFrame ({{"schema": {{"fields": [...]}}, "rows": [...]}})'
     try:
         frame = json.loads(raw)
     except ValueError:
         raise BundleError(problem) from None
     schema = frame.get("schema") if isinstance(frame, dict) else None
-    if not isinstance(schema, dict) or not isinstance(schema.get("fields"), list) or not isinstance(frame.get("rows"), list):
+    if (
+        not isinstance(schema, dict)
+        or not isinstance(schema.get("fields"), list)
+        or not isinstance(frame.get("rows"), list)
+    ):
         raise BundleError(problem)
     return frame
 
 
-def check_scoring(answer: dict[str, Any], sample: dict[str, Any], expected: list[str] | None) -> list[dict[str, Any]]:
+def check_scoring(
+    answer: dict[str, Any], sample: dict[str, Any], expected: list[str] | None
+) -> list[dict[str, Any]]:
     """The answer must be a LeapFrame with a row per sample row and the expected output fields; returns the
     fields scoring added (the output schema)."""
     try:
@@ -41,7 +49,9 @@ def check_scoring(answer: dict[str, Any], sample: dict[str, Any], expected: list
         names = [f["name"] for f in fields]
         rows = answer["rows"]
     except (KeyError, TypeError):
-        raise ModelVerificationError(f"scoring the sample returned no LeapFrame: {json.dumps(answer)[:300]}") from None
+        raise ModelVerificationError(
+            f"scoring the sample returned no LeapFrame: {json.dumps(answer)[:300]}"
+        ) from None
     if len(rows) != len(sample["rows"]):
         raise ModelVerificationError(f"scoring {len(sample['rows'])} sample rows returned {len(rows)}")
     inputs = {f["name"] for f in sample["schema"]["fields"]}

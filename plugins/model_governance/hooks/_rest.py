@@ -59,7 +59,7 @@ class RestHook(HttpHook):
 
     @property
     def timeout(self) -> float:
-        """Seconds to wait for an answer: the argument, else the connection's extra `timeout`, else the default."""
+        """Seconds to wait for an answer: the argument, else the extra `timeout`, else the default."""
         if self._timeout is not None:
             return self._timeout
         return float(self.extras.get("timeout", self.default_timeout))

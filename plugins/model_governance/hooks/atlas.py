@@ -67,10 +67,9 @@ class AtlasHook(RestHook):
         if not connection.port and "://" not in (connection.host or ""):
             self.base_url = f"{self.base_url}:{DEFAULT_PORT}"  # Atlas's own port
 
-
     @property
     def cluster_name(self) -> str:
-        """Atlas's name for the Hadoop cluster (atlas.cluster.name), part of every hdfs_path's qualifiedName."""
+        """Atlas's name for the Hadoop cluster (atlas.cluster.name), in every hdfs_path's qualifiedName."""
         return str(self.extras.get("cluster_name", "primary"))
 
     def entity_url(self, guid: str) -> str:
@@ -148,7 +147,9 @@ class AtlasHook(RestHook):
         :param entities: the entities (typeName, attributes, relationshipAttributes).
         :param referred: referred entities by guid, if any.
         """
-        return self.request("POST", "/entity/bulk", {"entities": entities, "referredEntities": referred or {}})
+        return self.request(
+            "POST", "/entity/bulk", {"entities": entities, "referredEntities": referred or {}}
+        )
 
     def get_entity(self, type_name: str, qualified_name: str) -> dict[str, Any] | None:
         """`GET /entity/uniqueAttribute/type/{type}?attr:qualifiedName=…`; None when there is none.

@@ -1,16 +1,21 @@
-"""MLeapServingHook: an MLeap serving microservice behind an Airflow connection (`mleap_default`, type `mleap`).
+"""MLeapServingHook: an MLeap serving microservice behind an Airflow connection (`mleap_default`,
+type `mleap`).
 
 Connection: host, port; schema "https" for TLS; login/password if a proxy asks for them. Extras:
-    api                "legacy" (mleap-serving, `PUT /model`, one model per server; the seed's) or "spring-boot"
-    models_dir         the folder, as this worker sees it, that the server mounts (the seed's `-v /tmp/models:/models`)
+    api                "legacy" (mleap-serving, `PUT /model`, one model per server; the seed's)
+                       or "spring-boot"
+    models_dir         the folder, as this worker sees it, that the server mounts (the seed's
+                       `-v /tmp/models:/models`)
     models_mount       the same folder as the server sees it; default "/models"
-    delivery           "models_dir" (default), or "webhdfs" (refused on spring-boot: see `deploy.spring_boot`)
-    memory_timeout_ms  spring-boot: idle time before the server unloads a model; default 180 days (never, in practice)
+    delivery           "models_dir" (default); "webhdfs" is refused (see `deploy.delivery`)
+    memory_timeout_ms  spring-boot: idle time before the server unloads a model; default 180 days
+                       (never, in practice)
     disk_timeout_ms    spring-boot: the same for its disk cache; default as memory_timeout_ms
     timeout            seconds to wait for an answer
 A connection of type `http` with the same fields works too.
 
-REST calls only: how a deployment uses them (delivery, swap, rollback, checks) lives in `model_governance.deploy`.
+REST calls only: how a deployment uses them (delivery, swap, rollback, checks) lives in
+`model_governance.deploy`.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ DELIVERIES = ("models_dir", "webhdfs")
 # MLeap's executor turns the config's milliseconds into an akka receive timeout, after which the model's
 # actor stops: "never" must still fit akka's scheduler (at most ~248 days with its 10 ms tick), so 180 days.
 NEVER_MS = 180 * 24 * 3600 * 1000
+EMPTY_400 = "(empty body: a model of that name exists, or the request is malformed)"
 
 
 class MLeapServingHook(RestHook):
@@ -65,7 +71,12 @@ class MLeapServingHook(RestHook):
         return {
             "hidden_fields": [],
             "relabeling": {"schema": "Protocol (http or https)", "extra": "Extra (JSON)"},
-            "placeholders": {"host": "mleap.example.com", "port": "65327", "schema": "http", "extra": json.dumps(example)},
+            "placeholders": {
+                "host": "mleap.example.com",
+                "port": "65327",
+                "schema": "http",
+                "extra": json.dumps(example),
+            },
         }
 
     # -- the connection's settings ------------------------------------------------------------------------
@@ -90,7 +101,8 @@ class MLeapServingHook(RestHook):
         folder = self.extras.get("models_dir")
         if not folder:
             raise DeployError(
-                f"connection {self.mleap_conn_id!r} has no extra models_dir: the folder the serving host mounts "
+                f"connection {self.mleap_conn_id!r} has no extra models_dir: "
+                "the folder the serving host mounts "
                 f"as {self.models_mount}, where the deploy step puts the bundle"
             )
         return Path(folder)
@@ -108,7 +120,10 @@ class MLeapServingHook(RestHook):
     def _choice(self, key: str, default: str, allowed: tuple[str, ...]) -> str:
         value = str(self.extras.get(key, default))
         if value not in allowed:
-            raise DeployError(f"connection {self.mleap_conn_id!r}: extra {key} {value!r} must be one of {', '.join(allowed)}")
+            raise DeployError(
+                f"connection {self.mleap_conn_id!r}: extra {key} {value!r} "
+                f"must be one of {', '.join(allowed)}"
+            )
         return value
 
     def _millis(self, key: str, default: int) -> int:
@@ -119,7 +134,8 @@ class MLeapServingHook(RestHook):
             millis = -1
         if not 0 < millis <= NEVER_MS:
             raise DeployError(
-                f"connection {self.mleap_conn_id!r}: extra {key} {value!r} must be milliseconds between 1 and {NEVER_MS}"
+                f"connection {self.mleap_conn_id!r}: extra {key} {value!r} "
+                f"must be milliseconds between 1 and {NEVER_MS}"
             )
         return millis
 
@@ -134,7 +150,9 @@ class MLeapServingHook(RestHook):
         except requests.RequestException as exc:
             raise DeployError(f"MLeap serving at {self.url} cannot be reached: {exc}") from exc
         if response.status_code in self.transient_statuses:
-            raise DeployError(f"MLeap serving at {self.url} kept answering {response.status_code} {response.reason}")
+            raise DeployError(
+                f"MLeap serving at {self.url} kept answering {response.status_code} {response.reason}"
+            )
         return response
 
     def test_connection(self) -> tuple[bool, str]:
@@ -144,7 +162,10 @@ class MLeapServingHook(RestHook):
                 status = self.request("GET", "/model").status_code
                 return status in (200, 500), f"MLeap serving (legacy) answered {status}"
             response = self.request("GET", "/actuator/health")
-            return response.status_code == 200, f"MLeap serving (spring-boot) health: {response_text(response)}"
+            return (
+                response.status_code == 200,
+                f"MLeap serving (spring-boot) health: {response_text(response)}",
+            )
         except Exception as exc:
             return False, str(exc)
 
@@ -168,7 +189,8 @@ class MLeapServingHook(RestHook):
         if response.status_code != 200:
             raise ModelLoadError(
                 f"MLeap serving at {self.url} did not load {server_path}: {response.status_code} "
-                f"{response_text(response)} (is the bundle valid, and is {self.models_mount} mounted on the server?)"
+                f"{response_text(response)} "
+                f"(is the bundle valid, and is {self.models_mount} mounted on the server?)"
             )
         return True
 
@@ -189,7 +211,9 @@ class MLeapServingHook(RestHook):
         response = self.request("POST", "/transform", json=frame, headers={"Accept": "application/json"})
         if response.status_code != 200:
             # transient answers were retried in request(): what is left is the model failing to score
-            raise ModelVerificationError(f"POST {self.url}/transform answered {response.status_code} {response_text(response)}")
+            raise ModelVerificationError(
+                f"POST {self.url}/transform answered {response.status_code} {response_text(response)}"
+            )
         return response.json()
 
     def unload_legacy(self) -> None:
@@ -208,7 +232,7 @@ class MLeapServingHook(RestHook):
         if response.status_code != 202:
             raise ModelLoadError(
                 f"MLeap serving at {self.url} refused to load {uri} as {name!r}: {response.status_code} "
-                f"{response_text(response) or '(empty body: a model of that name exists, or the request is malformed)'}"
+                f"{response_text(response) or EMPTY_400}"
             )
 
     def wait_loaded(self, name: str, timeout: float = 120.0, poll: float = 0.5) -> dict[str, Any]:
@@ -228,11 +252,18 @@ class MLeapServingHook(RestHook):
             if response.status_code == 404:
                 raise ModelLoadError(f"MLeap serving at {self.url} dropped model {name!r}: its load failed")
             if response.status_code == 500 and response.content.strip():
-                raise ModelLoadError(f"MLeap serving at {self.url} failed to load model {name!r}: {response_text(response)}")
+                raise ModelLoadError(
+                    f"MLeap serving at {self.url} failed to load model {name!r}: {response_text(response)}"
+                )
             if response.status_code != 500:  # an empty 500 is the server's own ask timeout: still loading
-                raise DeployError(f"GET {self.url}/models/{name}/meta answered {response.status_code} {response_text(response)}")
+                raise DeployError(
+                    f"GET {self.url}/models/{name}/meta answered "
+                    f"{response.status_code} {response_text(response)}"
+                )
             if time.monotonic() >= deadline:
-                raise DeployError(f"MLeap serving at {self.url} did not finish loading {name!r} within {timeout:.0f} s")
+                raise DeployError(
+                    f"MLeap serving at {self.url} did not finish loading {name!r} within {timeout:.0f} s"
+                )
             time.sleep(poll)
 
     def get_model(self, name: str) -> dict[str, Any] | None:
@@ -244,7 +275,9 @@ class MLeapServingHook(RestHook):
         if response.status_code == 404:
             return None
         if response.status_code != 200:
-            raise DeployError(f"GET {self.url}/models/{name} answered {response.status_code} {response_text(response)}")
+            raise DeployError(
+                f"GET {self.url}/models/{name} answered {response.status_code} {response_text(response)}"
+            )
         return response.json()
 
     def unload_model(self, name: str) -> bool:
@@ -256,7 +289,9 @@ class MLeapServingHook(RestHook):
         if response.status_code == 404:
             return False
         if response.status_code != 200:
-            raise DeployError(f"DELETE {self.url}/models/{name} answered {response.status_code} {response_text(response)}")
+            raise DeployError(
+                f"DELETE {self.url}/models/{name} answered {response.status_code} {response_text(response)}"
+            )
         return True
 
     def transform_named(self, name: str, frame: dict[str, Any]) -> dict[str, Any]:
@@ -265,7 +300,9 @@ class MLeapServingHook(RestHook):
         :param name: the model's name on the server.
         :param frame: the LeapFrame to score.
         """
-        response = self.request("POST", f"/models/{name}/transform", json=frame, headers={"Accept": "application/json"})
+        response = self.request(
+            "POST", f"/models/{name}/transform", json=frame, headers={"Accept": "application/json"}
+        )
         body = response.json() if response.content else {}
         if response.status_code != 200 or body.get("status") == "STATUS_ERROR":
             error = body.get("error") or response_text(response)

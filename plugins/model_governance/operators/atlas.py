@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 
 class AtlasCreateModelEntityOperator(BaseOperator):
-    """Make sure the `model` type exists (create or upgrade it), then create or update the deployment's entity.
+    """Make sure the `model` type exists (create or upgrade it), then create or update the deployment's
+    entity.
 
     The entity's identity is its qualifiedName (`<name>-v<version>@<host:port>`): Atlas's bulk API updates
     an entity with the same qualifiedName, so a rerun never makes a second one. The archived files are

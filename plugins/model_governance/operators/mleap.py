@@ -1,4 +1,5 @@
-"""Step 2b for the `microservice` host type: the archived bundle to MLeap serving, verified, or rolled back."""
+"""Step 2b for the `microservice` host type: the archived bundle to MLeap serving, verified or rolled
+back."""
 
 from __future__ import annotations
 
@@ -27,12 +28,18 @@ class MLeapDeployOperator(BaseOperator):
     :param webhdfs_conn_id: the WebHDFS connection, when the registry is on HDFS (templated).
     :param atlas_conn_id: where the deployment serving now is looked up, for a legacy rollback and for
         `skip_current`; None to look up nothing (templated).
-    :param load_timeout: seconds a load may take before the deployment is given up and rolled back (templated).
+    :param load_timeout: seconds a load may take before the deployment is given up and rolled back
+        (templated).
     :param skip_current: verify and leave alone a model that already serves this exact bundle (templated).
     """
 
     template_fields: Sequence[str] = (
-        "document", "mleap_conn_id", "webhdfs_conn_id", "atlas_conn_id", "load_timeout", "skip_current",
+        "document",
+        "mleap_conn_id",
+        "webhdfs_conn_id",
+        "atlas_conn_id",
+        "load_timeout",
+        "skip_current",
     )
     ui_color = "#e9f7ec"
 
@@ -75,5 +82,7 @@ class MLeapDeployOperator(BaseOperator):
             load_timeout=float(self.load_timeout),
         )
         verb = "Already serving, verified:" if deploy.unchanged else "Serving"
-        self.log.info("%s %s at %s (scoring: %s)", verb, doc.deploy_name, deploy.endpoint_url, deploy.scoring_url)
+        self.log.info(
+            "%s %s at %s (scoring: %s)", verb, doc.deploy_name, deploy.endpoint_url, deploy.scoring_url
+        )
         return doc.with_deploy(deploy).to_json()

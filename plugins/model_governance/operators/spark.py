@@ -33,7 +33,13 @@ class SparkPublishPipelineOperator(BaseOperator):
     :param webhdfs_conn_id: the WebHDFS connection, for a registry or models_root on HDFS (templated).
     """
 
-    template_fields: Sequence[str] = ("document", "input_datasets", "output_dataset", "spark_conn_id", "webhdfs_conn_id")
+    template_fields: Sequence[str] = (
+        "document",
+        "input_datasets",
+        "output_dataset",
+        "spark_conn_id",
+        "webhdfs_conn_id",
+    )
     ui_color = "#fdf0e0"
 
     def __init__(
@@ -64,22 +70,28 @@ class SparkPublishPipelineOperator(BaseOperator):
         doc = as_document(self.document)
         inputs, output = parse_datasets(self.input_datasets), str(self.output_dataset or "").strip()
         if not inputs or not output or doc.registry is None:
-            raise InvalidInputError("a spark deployment needs an archived model, its input dataset(s) and its output")
+            raise InvalidInputError(
+                "a spark deployment needs an archived model, its input dataset(s) and its output"
+            )
         conn = BaseHook.get_connection(self.spark_conn_id)
         models_root = conn.extra_dejson.get("models_root")
         if not models_root:
-            raise InvalidInputError(f"connection {self.spark_conn_id!r} has no extra models_root: where batch jobs load models from")
+            raise InvalidInputError(
+                f"connection {self.spark_conn_id!r} has no extra models_root: "
+                "where batch jobs load models from"
+            )
         registry = Registry.from_root(doc.registry.root, self.webhdfs_conn_id)
         models = Registry.from_root(models_root, self.webhdfs_conn_id)
         with tempfile.TemporaryDirectory(prefix="model-governance-spark-") as workdir:
             location, predictions = publish_pipeline(registry, models, doc, run_key(context), Path(workdir))
+        version = models.version_path(doc.model.slug, doc.model.version)
         deploy = DeployFacts(
             host_type="spark",
             host_port=conn.host or "local",
             endpoint_url=location,
             serialized_object=Path(doc.executable).name,
             deployed_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            target=f"spark:{models.store.url(posixpath.dirname(models.version_path(doc.model.slug, doc.model.version)))}",
+            target=f"spark:{models.store.url(posixpath.dirname(version))}",
             scoring_url="",
             output_schema=[{"name": column} for column in predictions],
             inputs=inputs,
@@ -119,7 +131,10 @@ class SparkBatchScoreOperator(BaseOperator):
         arguments = scoring_arguments(deploy.endpoint_url, deploy.inputs, deploy.outputs[0], predictions)
         conn = SparkSubmitHook.get_connection(self.spark_conn_id)
         return SparkSubmitHook(
-            conn_id=self.spark_conn_id, name=f"score {doc.deploy_name}", application_args=arguments, **submit_options(conn)
+            conn_id=self.spark_conn_id,
+            name=f"score {doc.deploy_name}",
+            application_args=arguments,
+            **submit_options(conn),
         )
 
     def execute(self, context: Any) -> dict[str, Any]:
@@ -128,5 +143,10 @@ class SparkBatchScoreOperator(BaseOperator):
         doc = as_document(self.document)
         self.hook.submit(str(SCORING_JOB))
         if doc.deploy is not None:
-            self.log.info("Scored %s with %s into %s", ", ".join(doc.deploy.inputs), doc.deploy_name, doc.deploy.outputs[0])
+            self.log.info(
+                "Scored %s with %s into %s",
+                ", ".join(doc.deploy.inputs),
+                doc.deploy_name,
+                doc.deploy.outputs[0],
+            )
         return doc.to_json()
