@@ -7,73 +7,94 @@ The same framework steps as `model_deployment`, for the `spark` host type:
    `executable/`), upload it to the registry's pending area;
 2. **push_to_registry** (2c): verify the upload and publish it as `<registry>/<model>/<version>/`;
 3. **deploy_model** (2b): publish the pipeline where batch jobs load it (the Spark connection's
-   `models_root`) and submit the scoring job (`spark-submit`, through the Spark provider) that reads
-   the input datasets and writes the output;
+   `models_root`), and **score_batch**: submit the scoring job (`spark-submit`, through the Spark
+   provider) that reads the input datasets and writes the pipeline's predictions;
 4. **register_in_atlas** (2d): the `model` entity with `deploy.host.type` spark and the datasets as its
    inputs and outputs, so Atlas's lineage shows input → model → output.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 
 from airflow.sdk import DAG, Param
-
-from model_governance.operators.atlas import AtlasCreateModelEntityOperator
-from model_governance.operators.fetch import FetchStagingOperator
-from model_governance.operators.registry import CleanUpRunOperator, PublishToRegistryOperator
-from model_governance.operators.spark import SparkBatchDeployOperator
+from model_governance.connections import SPARK_CONN_ID
+from model_governance.dag_steps import DEFAULT_ARGS, deployment_steps
+from model_governance.operators.spark import SparkBatchScoreOperator, SparkPublishPipelineOperator
 from model_governance.params import registry_params, staging_param
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"  # the defaults run the shipped example
-DATASET_HELP = "hdfs://<namenode>/<path>, a path the Spark job reads (local mode), or hive:<db>.<table> (a table Atlas's Hive hook registered)"
+DATASET_HELP = (
+    "hdfs://<namenode>/<path>, a path the Spark job reads (local mode), "
+    "or hive:<db>.<table> (a table Atlas's Hive hook registered)"
+)
 
-with DAG(
-    dag_id="model_batch_deployment",
-    description="Deploy a staged Spark ML model for batch scoring, archive it, and register it with its lineage in Apache Atlas",
-    schedule=None,
-    catchup=False,
-    doc_md=__doc__,
-    tags=["model-governance"],
-    render_template_as_native_obj=True,
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=20), "retry_exponential_backoff": 2.0},
-    params={
-        "staging": staging_param("rental-pricing-batch", " (executable/ holds the saved Spark ML pipeline, zipped)"),
-        "inputs": Param([str(EXAMPLES / "batch-input" / "listings_to_score.csv")], type="array", items={"type": "string", "minLength": 1}, minItems=1,
-                        title="Input datasets", description=f"What the scoring job reads: {DATASET_HELP}."),
-        "output": Param("/tmp/model-governance/rental-pricing-scores", type="string", minLength=1,
-                        title="Output dataset", description=f"Where the scoring job writes its predictions (parquet): {DATASET_HELP}."),
-        "spark_conn_id": Param("spark_default", type="string", minLength=1, title="Spark connection",
-                               description="The Spark provider's connection (master, deploy mode…); its extra models_root is where batch jobs load models."),
-        **registry_params(),
-    },
-) as dag:
-    fetch = FetchStagingOperator(
-        task_id="fetch_staging",
-        staging="{{ params.staging }}",
-        registry_root="{{ params.registry_root }}",
-        webhdfs_conn_id="{{ params.webhdfs_conn_id }}",
-        host_type="spark",
-        force="{{ params.force }}",
-    )
-    publish = PublishToRegistryOperator(
-        task_id="push_to_registry",
-        document=fetch.output,
-        registry_root="{{ params.registry_root }}",
-        webhdfs_conn_id="{{ params.webhdfs_conn_id }}",
-        force="{{ params.force }}",
-    )
-    deploy = SparkBatchDeployOperator(
+
+def publish_and_score(document):
+    publish = SparkPublishPipelineOperator(
         task_id="deploy_model",
-        document=publish.output,
+        document=document,
         input_datasets="{{ params.inputs }}",
         output_dataset="{{ params.output }}",
         spark_conn_id="{{ params.spark_conn_id }}",
         webhdfs_conn_id="{{ params.webhdfs_conn_id }}",
     )
-    register = AtlasCreateModelEntityOperator(task_id="register_in_atlas", document=deploy.output, atlas_conn_id="{{ params.atlas_conn_id }}")
-    clean_up = CleanUpRunOperator(
-        task_id="clean_up", registry_root="{{ params.registry_root }}", webhdfs_conn_id="{{ params.webhdfs_conn_id }}"
-    ).as_teardown()  # after every step, whichever failed: releases the lock, drops the pending upload
-    [fetch, publish, deploy, register] >> clean_up
+    score = SparkBatchScoreOperator(
+        task_id="score_batch", document=publish.output, spark_conn_id="{{ params.spark_conn_id }}"
+    )
+    return publish, score
+
+
+with DAG(
+    dag_id="model_batch_deployment",
+    description=(
+        "Deploy a staged Spark ML model for batch scoring, archive it, "
+        "and register it with its lineage in Apache Atlas"
+    ),
+    schedule=None,
+    catchup=False,
+    doc_md=__doc__,
+    tags=["model-governance"],
+    render_template_as_native_obj=True,
+    default_args=DEFAULT_ARGS,
+    params={
+        "staging": staging_param(
+            "rental-pricing-batch", " (executable/ holds the saved Spark ML pipeline, zipped)"
+        ),
+        "inputs": Param(
+            [str(EXAMPLES / "batch-input" / "listings_to_score.csv")],
+            type="array",
+            items={"type": "string", "minLength": 1},
+            minItems=1,
+            title="Input datasets",
+            description=f"What the scoring job reads: {DATASET_HELP}.",
+        ),
+        "output": Param(
+            "/tmp/model-governance/rental-pricing-scores",
+            type="string",
+            minLength=1,
+            title="Output dataset",
+            description=f"Where the scoring job writes its predictions (parquet): {DATASET_HELP}.",
+        ),
+        "spark_conn_id": Param(
+            SPARK_CONN_ID,
+            type="string",
+            minLength=1,
+            title="Spark connection",
+            description=(
+                "The Spark provider's connection (master, deploy mode…); "
+                "its extra models_root is where batch jobs load models."
+            ),
+        ),
+        **registry_params(),
+    },
+) as dag:
+    deployment_steps(
+        staging="{{ params.staging }}",
+        registry_root="{{ params.registry_root }}",
+        host_type="spark",
+        force="{{ params.force }}",
+        webhdfs_conn_id="{{ params.webhdfs_conn_id }}",
+        atlas_conn_id="{{ params.atlas_conn_id }}",
+        deploy=publish_and_score,
+    )

@@ -24,25 +24,24 @@ lock in the registry from fetch to clean-up.
 from __future__ import annotations
 
 import os
-from datetime import timedelta
 
 from airflow.sdk import DAG, task, task_group
-
-from model_governance.operators.atlas import AtlasCreateModelEntityOperator
-from model_governance.operators.fetch import FetchStagingOperator
+from model_governance.dag_steps import DEFAULT_ARGS, deployment_steps
 from model_governance.operators.mleap import MLeapDeployOperator
-from model_governance.operators.registry import CleanUpRunOperator, PublishToRegistryOperator
 
 with DAG(
     dag_id="model_redeploy",
-    description="Redeploy the models of a manifest; models already serving their archived bundle are verified and left alone",
+    description=(
+        "Redeploy the models of a manifest; "
+        "models already serving their archived bundle are verified and left alone"
+    ),
     schedule=os.environ.get("MODEL_GOVERNANCE_REDEPLOY_SCHEDULE", "0 3 * * *"),
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
     tags=["model-governance"],
     render_template_as_native_obj=True,
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=20), "retry_exponential_backoff": 2.0},
+    default_args=DEFAULT_ARGS,
 ) as dag:
 
     @task
@@ -53,20 +52,26 @@ with DAG(
         return load_manifest()
 
     @task_group
-    def redeploy(staging: str, registry_root: str, mleap_conn_id: str, webhdfs_conn_id: str, atlas_conn_id: str):
-        fetch = FetchStagingOperator(task_id="fetch_staging", staging=staging, registry_root=registry_root, webhdfs_conn_id=webhdfs_conn_id)
-        publish = PublishToRegistryOperator(task_id="push_to_registry", document=fetch.output, registry_root=registry_root, webhdfs_conn_id=webhdfs_conn_id)
-        deploy = MLeapDeployOperator(
-            task_id="deploy_model",
-            document=publish.output,
-            mleap_conn_id=mleap_conn_id,
+    def redeploy(
+        staging: str, registry_root: str, mleap_conn_id: str, webhdfs_conn_id: str, atlas_conn_id: str
+    ):
+        def deploy_to_mleap(document):
+            deploy = MLeapDeployOperator(
+                task_id="deploy_model",
+                document=document,
+                mleap_conn_id=mleap_conn_id,
+                webhdfs_conn_id=webhdfs_conn_id,
+                atlas_conn_id=atlas_conn_id,
+                skip_current=True,
+            )
+            return deploy, deploy
+
+        deployment_steps(
+            staging=staging,
+            registry_root=registry_root,
             webhdfs_conn_id=webhdfs_conn_id,
             atlas_conn_id=atlas_conn_id,
-            skip_current=True,
+            deploy=deploy_to_mleap,
         )
-        register = AtlasCreateModelEntityOperator(task_id="register_in_atlas", document=deploy.output, atlas_conn_id=atlas_conn_id)
-        # after every step, whichever failed: releases the lock and drops the pending upload
-        clean_up = CleanUpRunOperator(task_id="clean_up", registry_root=registry_root, webhdfs_conn_id=webhdfs_conn_id).as_teardown()
-        [fetch, publish, deploy, register] >> clean_up
 
     redeploy.expand_kwargs(read_manifest())

@@ -44,6 +44,8 @@ class AirflowStack:
             **os.environ,
             **env,
             "PATH": f"{BIN}:{os.environ['PATH']}",
+            # this checkout's code before an editable install's (which may point at another checkout)
+            "PYTHONPATH": os.pathsep.join([str(PLUGINS), str(PLUGINS.parent / "devstack")]),
             "AIRFLOW_HOME": str(home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS),

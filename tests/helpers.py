@@ -46,3 +46,36 @@ def rebundle(source: Path, target: Path, drop: str | None = None, intercept_shif
                 data = json.dumps(bundle_json).encode()
             dst.writestr(item, data)
     return target
+
+
+def load_dag(dag_id: str):
+    """A DAG from dags/<dag_id>.py, loaded the way Airflow's DagBag loads it, with no import error."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS / f"{dag_id}.py"))
+    assert bag.import_errors == {}, bag.import_errors
+    return bag.dags[dag_id]
+
+
+def atlas_call(conn: dict, method: str, path: str, **kwargs):
+    """One call to the Atlas REST API v2 of a connection dict (as `devstack.connections` holds them)."""
+    import requests
+
+    url = f"http://{conn['host']}:{conn['port']}/api/atlas/v2{path}"
+    return requests.request(method, url, auth=(conn["login"], conn["password"]), timeout=10, **kwargs)
+
+
+def atlas_search(conn: dict, type_name: str = "model", **body) -> list[dict]:
+    """The entity headers a basic search finds (`attributes=[...]`, `limit=...` go into the body)."""
+    answer = atlas_call(conn, "POST", "/search/basic", json={"typeName": type_name, "limit": 100, **body})
+    if answer.status_code == 400 and answer.json().get("errorCode") == "ATLAS-400-00-00A":
+        return []  # the type does not exist yet: nothing was ever registered
+    answer.raise_for_status()
+    return answer.json().get("entities") or []
+
+
+def atlas_entity(conn: dict, guid: str) -> dict:
+    """An entity by guid, as Atlas returns it (its `entity` part)."""
+    answer = atlas_call(conn, "GET", f"/entity/guid/{guid}")
+    answer.raise_for_status()
+    return answer.json()["entity"]

@@ -3,13 +3,11 @@ submitted through the Spark provider, the stand-ins over HTTP; the lineage read 
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import pytest
-import requests
 
-from tests.helpers import DAGS, PROJECT
+from tests.helpers import PROJECT, atlas_call, atlas_search, load_dag
 
 pytestmark = pytest.mark.skipif(shutil.which("java") is None, reason="Spark needs a Java runtime")
 STAGING = PROJECT / "examples" / "staging" / "rental-pricing-batch"
@@ -17,16 +15,14 @@ INPUT = PROJECT / "examples" / "batch-input" / "listings_to_score.csv"
 
 
 def atlas(devstack, path, **params):
-    conn = devstack.connections["atlas_default"]
-    return requests.get(f"http://127.0.0.1:{conn['port']}/api/atlas/v2{path}", params=params, auth=(conn["login"], conn["password"]), timeout=10).json()
+    return atlas_call(devstack.connections["atlas_default"], "GET", path, params=params).json()
 
 
 def test_batch_deployment_scores_and_records_lineage(devstack, airflow_db, tmp_path):
     import pyarrow.parquet as pq
-    from airflow.dag_processing.dagbag import DagBag
 
     assert "spark_default" in devstack.connections
-    dag = DagBag(dag_folder=str(DAGS / "model_batch_deployment.py")).dags["model_batch_deployment"]
+    dag = load_dag("model_batch_deployment")
     output = tmp_path / "scores"
     run = dag.test(run_conf={"staging": str(STAGING), "inputs": [str(INPUT)], "output": str(output)})
     assert run.state == "success", {ti.task_id: ti.state for ti in run.get_task_instances()}
@@ -55,23 +51,16 @@ def test_batch_deployment_scores_and_records_lineage(devstack, airflow_db, tmp_p
 
 
 def test_a_rerun_rewrites_the_output_and_keeps_one_entity(devstack, airflow_db, tmp_path):
-    from airflow.dag_processing.dagbag import DagBag
-
-    dag = DagBag(dag_folder=str(DAGS / "model_batch_deployment.py")).dags["model_batch_deployment"]
+    dag = load_dag("model_batch_deployment")
     conf = {"staging": str(STAGING), "inputs": [str(INPUT)], "output": str(tmp_path / "scores")}
     first = dag.test(run_conf=conf)
     second = dag.test(run_conf=conf)
     assert (first.state, second.state) == ("success", "success")
-    conn = devstack.connections["atlas_default"]
-    found = requests.post(f"http://127.0.0.1:{conn['port']}/api/atlas/v2/search/basic", auth=(conn["login"], conn["password"]),
-                          json={"typeName": "model", "limit": 10}, timeout=10).json()
-    assert len(found["entities"]) == 1
+    assert len(atlas_search(devstack.connections["atlas_default"], limit=10)) == 1
 
 
 def test_a_staged_mleap_bundle_is_refused_for_spark(devstack, airflow_db, tmp_path):
-    from airflow.dag_processing.dagbag import DagBag
-
-    dag = DagBag(dag_folder=str(DAGS / "model_batch_deployment.py")).dags["model_batch_deployment"]
+    dag = load_dag("model_batch_deployment")
     run = dag.test(run_conf={"staging": str(PROJECT / "examples/staging/rental-pricing-prediction"), "inputs": [str(INPUT)], "output": str(tmp_path / "o")})
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert run.state == "failed" and states["fetch_staging"] == "failed" and states["deploy_model"] == "upstream_failed"
@@ -87,8 +76,7 @@ def test_hive_tables_are_lineage_ends_as_atlas_hive_hook_registered_them(devstac
     table = {"typeName": "hive_table", "attributes": {"qualifiedName": "sales.listings@primary", "name": "listings",
                                                       "db": {"typeName": "hive_db", "uniqueAttributes": {"qualifiedName": "sales@primary"}}}}
     for entity in (hive_db, table):
-        created = requests.post(f"http://127.0.0.1:{conn['port']}/api/atlas/v2/entity/bulk", auth=(conn["login"], conn["password"]),
-                                json={"entities": [entity]}, timeout=10)
+        created = atlas_call(conn, "POST", "/entity/bulk", json={"entities": [entity]})
         assert created.status_code == 200, created.text
 
     from model_governance.metadata import DeploymentDocument
@@ -117,3 +105,56 @@ def test_hive_tables_are_lineage_ends_as_atlas_hive_hook_registered_them(devstac
     facts = DeployFacts(**{**facts.__dict__, "inputs": ["hive:sales.unknown"]})
     with pytest.raises(Exception, match="sales.unknown@primary"):
         AtlasCreateModelEntityOperator(task_id="register", document=doc.with_registry(info).with_deploy(facts).to_json()).execute({})
+
+
+def train_churn_classifier(folder):
+    """A tiny classifier that is not the example: its own inputs, its own prediction column, saved and zipped."""
+    import zipfile
+
+    from pyspark.ml import Pipeline
+    from pyspark.ml.classification import LogisticRegression
+    from pyspark.ml.feature import VectorAssembler
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.builder.master("local[1]").appName("churn-test").config("spark.ui.enabled", "false").getOrCreate()
+    try:
+        rows = [(float(m), float(c), 1.0 if m < 6 else 0.0) for m, c in [(1, 9), (2, 7), (3, 8), (12, 1), (24, 0), (36, 2), (4, 6), (30, 1)]]
+        frame = spark.createDataFrame(rows, ["tenure_months", "support_calls", "churned"])
+        pipeline = Pipeline(stages=[
+            VectorAssembler(inputCols=["tenure_months", "support_calls"], outputCol="churn_features"),
+            LogisticRegression(featuresCol="churn_features", labelCol="churned", predictionCol="churn_predicted", maxIter=20),
+        ])
+        saved = folder / "saved"
+        pipeline.fit(frame).write().overwrite().save(str(saved))
+    finally:
+        spark.stop()
+    archive = folder / "churn.spark.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        for path in sorted(saved.rglob("*")):
+            if path.is_file():
+                out.write(path, path.relative_to(saved).as_posix())
+    return archive
+
+
+def test_a_second_spark_model_deploys_and_scores_with_its_own_prediction_column(devstack, airflow_db, tmp_path):
+    import pyarrow.parquet as pq
+
+    staged = tmp_path / "churn"
+    shutil.copytree(STAGING, staged)
+    (staged / "executable/rental_pricing_lr.spark.zip").unlink()
+    shutil.move(train_churn_classifier(tmp_path), staged / "executable/churn.spark.zip")
+    metadata = (staged / "modelMetadata.txt").read_text()
+    metadata = metadata.replace("rental pricing batch", "churn batch").replace("linear regression", "logistic regression")
+    (staged / "modelMetadata.txt").write_text(metadata)
+    to_score = tmp_path / "customers.csv"
+    to_score.write_text("customer_id,tenure_months,support_calls\nc1,2,8\nc2,40,0\nc3,5,5\n")
+
+    dag = load_dag("model_batch_deployment")
+    output = tmp_path / "churn-scores"
+    run = dag.test(run_conf={"staging": str(staged), "inputs": [str(to_score)], "output": str(output)})
+    assert run.state == "success", {ti.task_id: ti.state for ti in run.get_task_instances()}
+    scored = pq.read_table(output)
+    assert scored.column_names == ["customer_id", "tenure_months", "support_calls", "churn_predicted"]
+    assert scored.column("churn_predicted").to_pylist() == [1.0, 0.0, 1.0]
+    facts = run.get_task_instance("deploy_model").xcom_pull(task_ids="deploy_model")["deploy"]
+    assert facts["output_schema"] == [{"name": "churn_predicted"}]

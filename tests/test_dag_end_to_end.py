@@ -10,18 +10,16 @@ import zipfile
 import pytest
 import requests
 
-from tests.helpers import DAGS, EXAMPLE_STAGING
+from tests.helpers import EXAMPLE_STAGING, atlas_call, atlas_search, load_dag
 
 TASKS = ["fetch_staging", "push_to_registry", "deploy_model", "register_in_atlas"]
 
 
 @pytest.fixture(scope="module")
 def dag():
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(DAGS))
-    assert bag.import_errors == {}
-    return bag.dags["model_deployment"]
+    for dag_id in ("model_batch_deployment", "model_redeploy"):  # every DAG file loads
+        load_dag(dag_id)
+    return load_dag("model_deployment")
 
 
 def test_dagbag_has_the_four_steps_in_order(dag):
@@ -30,10 +28,12 @@ def test_dagbag_has_the_four_steps_in_order(dag):
         assert dag.get_task(upstream).downstream_task_ids >= {downstream}
         assert dag.get_task(downstream).upstream_task_ids == {upstream}
     teardown = dag.get_task("clean_up")
-    # after every step, whichever failed: a teardown with no setup waits for all of them (all_done)
-    assert teardown.is_teardown and teardown.upstream_task_ids == {"fetch_staging", "push_to_registry", "deploy_model", "register_in_atlas"}
-    for task_id in ("fetch_staging", "push_to_registry", "deploy_model", "register_in_atlas", "clean_up"):
-        assert dag.get_task(task_id).template_fields, task_id
+    # it runs after every step, whichever failed (a lock taken by a failed fetch is released too)
+    assert teardown.is_teardown and teardown.upstream_task_ids == set(TASKS)
+    assert teardown.trigger_rule == "all_done"
+    # the params reach the tasks: the connection ids are templated, not frozen at parse time
+    assert {"mleap_conn_id", "webhdfs_conn_id", "atlas_conn_id"} <= set(dag.get_task("deploy_model").template_fields)
+    assert dag.get_task("deploy_model").mleap_conn_id == "{{ params.mleap_conn_id }}"
 
 
 def run(dag, **conf):
@@ -43,10 +43,7 @@ def run(dag, **conf):
 
 
 def atlas_get(devstack, path, **params):
-    conn = devstack.connections["atlas_default"]
-    return requests.get(
-        f"http://{conn['host']}:{conn['port']}/api/atlas/v2{path}", params=params, auth=(conn["login"], conn["password"]), timeout=10
-    )
+    return atlas_call(devstack.connections["atlas_default"], "GET", path, params=params)
 
 
 def hdfs_client(devstack):
@@ -131,14 +128,7 @@ def test_rerun_changes_nothing_and_leaves_one_entity(dag, airflow_db, devstack):
     assert second.state == "success", states
     doc = second.get_task_instance("push_to_registry").xcom_pull(task_ids="push_to_registry")
     assert doc["registry"]["uploaded_bytes"] == 0
-    conn = devstack.connections["atlas_default"]
-    found = requests.post(
-        f"http://{conn['host']}:{conn['port']}/api/atlas/v2/search/basic",
-        json={"typeName": "model", "excludeDeletedEntities": True, "limit": 100},
-        auth=(conn["login"], conn["password"]),
-        timeout=10,
-    ).json()
-    assert len(found["entities"]) == 1
+    assert len(atlas_search(devstack.connections["atlas_default"], excludeDeletedEntities=True)) == 1
 
 
 def test_failed_deploy_creates_no_atlas_entity(dag, airflow_db, devstack, tmp_path):
@@ -157,14 +147,7 @@ def test_failed_deploy_creates_no_atlas_entity(dag, airflow_db, devstack, tmp_pa
     assert dr.state == "failed"
     assert states["deploy_model"] == "failed"
     assert states["register_in_atlas"] == "upstream_failed"
-    conn = devstack.connections["atlas_default"]
-    found = requests.post(
-        f"http://{conn['host']}:{conn['port']}/api/atlas/v2/search/basic",
-        json={"typeName": "model", "excludeDeletedEntities": True},
-        auth=(conn["login"], conn["password"]),
-        timeout=10,
-    ).json()
-    assert "entities" not in found, found
+    assert atlas_search(devstack.connections["atlas_default"], excludeDeletedEntities=True) == []
 
 
 def test_bad_metadata_fails_before_anything_happens(dag, airflow_db, devstack, tmp_path):
@@ -176,5 +159,8 @@ def test_bad_metadata_fails_before_anything_happens(dag, airflow_db, devstack, t
     assert dr.state == "failed"
     assert states["fetch_staging"] == "failed"
     assert {states[t] for t in TASKS[1:]} == {"upstream_failed"}
-    assert hdfs_client(devstack).status("/model-registry", strict=False) is None or hdfs_client(devstack).list("/model-registry/.pending") == []
+    client = hdfs_client(devstack)
+    exists = client.status("/model-registry", strict=False) is not None
+    written = [f"{root}/{name}" for root, _, names in client.walk("/model-registry") for name in names] if exists else []
+    assert written == []  # no version, no pending upload, no lock left
     assert requests.get(f"{mleap_url(devstack)}/model", timeout=10).status_code == 500  # nothing loaded

@@ -8,24 +8,20 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
-import requests
 
-from tests.helpers import DAGS, EXAMPLE_STAGING, stage_variant
+from tests.helpers import EXAMPLE_STAGING, atlas_call, load_dag, stage_variant
 
 ANA, GREG = "Ana Ruiz", "Greg Keys"
 
 
 def atlas(devstack, method, path, **kwargs):
-    conn = devstack.connections["atlas_default"]
-    return requests.request(method, f"http://{conn['host']}:{conn['port']}/api/atlas/v2{path}", auth=(conn["login"], conn["password"]), timeout=10, **kwargs)
+    return atlas_call(devstack.connections["atlas_default"], method, path, **kwargs)
 
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory, airflow_db):
     """Four deployments: rental pricing 1.0 then 1.1 on the legacy server (1.1 supersedes 1.0), a churn and
     a fraud model on a spring-boot server under their own endpoint names; the fraud model deployed twice."""
-    from airflow.dag_processing.dagbag import DagBag
-
     from model_governance_devstack.launcher import start_devstack
     from model_governance_devstack.mleap import MLeapStandIn
 
@@ -40,7 +36,7 @@ def fleet(tmp_path_factory, airflow_db):
                 "conn_type": "http", "host": "127.0.0.1", "port": spring.port,
                 "extra": {"api": "spring-boot", "models_dir": str(models_dir), "models_mount": "/models"},
             }))
-            dag = DagBag(dag_folder=str(DAGS / "model_deployment.py")).dags["model_deployment"]
+            dag = load_dag("model_deployment")
             staging = folder / "staging"
             plan = [
                 (stage_variant(staging, "rental pricing prediction", "1.0"), "mleap_default"),
@@ -184,9 +180,7 @@ SEED_TYPE_1_0 = {
 
 
 def test_the_seed_type_1_0_is_upgraded_in_place_and_its_entities_stay(devstack, airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-
-    from model_governance.atlas_types import ADDED_ATTRIBUTES, TYPE_VERSION, ensure_model_type
+    from model_governance.atlas.schema import ADDED_ATTRIBUTES, TYPE_VERSION, ensure_model_type
     from model_governance.hooks.atlas import AtlasHook
 
     assert atlas(devstack, "POST", "/types/typedefs", json=SEED_TYPE_1_0).status_code == 200
@@ -207,12 +201,12 @@ def test_the_seed_type_1_0_is_upgraded_in_place_and_its_entities_stay(devstack, 
     # the existing entity is still there, and a deployment registers on the upgraded type
     found = atlas(devstack, "GET", "/entity/uniqueAttribute/type/model", params={"attr:qualifiedName": old["attributes"]["qualifiedName"]})
     assert found.status_code == 200 and found.json()["entity"]["attributes"]["model.version"] == "x"
-    dag = DagBag(dag_folder=str(DAGS / "model_deployment.py")).dags["model_deployment"]
+    dag = load_dag("model_deployment")
     assert dag.test(run_conf={"staging": str(EXAMPLE_STAGING)}).state == "success"
 
 
 def test_a_type_that_cannot_be_upgraded_names_the_attribute(devstack):
-    from model_governance.atlas_types import ensure_model_type
+    from model_governance.atlas.schema import ensure_model_type
     from model_governance.exceptions import AtlasError
     from model_governance.hooks.atlas import AtlasHook
 

@@ -9,7 +9,7 @@ import json
 import pytest
 import requests
 
-from tests.helpers import DAGS, EXAMPLE_STAGING, rebundle, stage_variant
+from tests.helpers import EXAMPLE_STAGING, atlas_search, load_dag, rebundle, stage_variant
 
 SAMPLE = json.loads((EXAMPLE_STAGING / "samples/leapframe.json").read_text())
 BUNDLE = EXAMPLE_STAGING / "executable/airbnb.model.lr.zip"
@@ -18,9 +18,7 @@ SHIFT = 1000.0  # version 1.0's intercept is moved by this much: its predictions
 
 @pytest.fixture(scope="module")
 def dag():
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(DAGS / "model_deployment.py")).dags["model_deployment"]
+    return load_dag("model_deployment")
 
 
 @pytest.fixture(params=["legacy", "spring-boot"])
@@ -65,10 +63,8 @@ def deploy(dag, serving, staged):
 
 
 def deployments(devstack):
-    conn = devstack.connections["atlas_default"]
-    found = requests.post(f"http://{conn['host']}:{conn['port']}/api/atlas/v2/search/basic", auth=(conn["login"], conn["password"]),
-                          json={"typeName": "model", "attributes": ["modelVersion", "deployStatus"], "limit": 100}, timeout=10).json()
-    return {e["attributes"]["modelVersion"]: e["attributes"]["deployStatus"] for e in found.get("entities", [])}
+    found = atlas_search(devstack.connections["atlas_default"], attributes=["modelVersion", "deployStatus"])
+    return {e["attributes"]["modelVersion"]: e["attributes"]["deployStatus"] for e in found}
 
 
 @pytest.fixture
@@ -140,20 +136,66 @@ def test_transient_server_errors_are_retried(dag, serving, first_version, devsta
     assert predict(serving) == pytest.approx(first_version - SHIFT)
 
 
-@pytest.mark.xfail(strict=True, reason="real MLeap cannot load http(s) URIs (HttpRepository, combust/mleap#513): the "
-                   "stand-in now fails them as the real runtime does; the product must refuse delivery webhdfs on "
-                   "spring-boot (issue 12, MLEAP_NOTES.md)")
-def test_spring_boot_fetches_the_bundle_from_webhdfs_itself(dag, devstack, tmp_path, monkeypatch, airflow_db):
-    """`delivery: webhdfs`: no models folder; MLeap opens the registry's WebHDFS OPEN URL and follows the redirect."""
+def test_spring_boot_delivery_webhdfs_is_refused_with_the_reason(dag, devstack, tmp_path, monkeypatch, airflow_db):
+    """`delivery: webhdfs` cannot work on a real spring-boot server (its HttpRepository cannot save a download,
+    combust/mleap#513): the deploy step refuses it before loading anything, and says why."""
     from model_governance_devstack.mleap import MLeapStandIn
 
-    with MLeapStandIn(tmp_path / "spring", api="spring-boot") as spring:  # no mounts: it can only fetch
+    with MLeapStandIn(tmp_path / "spring", api="spring-boot") as spring:
         monkeypatch.setenv("AIRFLOW_CONN_MLEAP_SPRING", json.dumps(
-            {"conn_type": "http", "host": "127.0.0.1", "port": spring.port, "extra": {"api": "spring-boot", "delivery": "webhdfs"}}))
+            {"conn_type": "mleap", "host": "127.0.0.1", "port": spring.port, "extra": {"api": "spring-boot", "delivery": "webhdfs"}}))
         run, states = deploy(dag, ("spring-boot", "mleap_spring", spring.url, spring), EXAMPLE_STAGING)
-        assert run.state == "success", states
-        model = requests.get(f"{spring.url}/models/target", timeout=10).json()
-        webhdfs = devstack.connections["webhdfs_default"]["port"]
-        assert model["uri"] == (f"http://127.0.0.1:{webhdfs}/webhdfs/v1/model-registry/rental-pricing-prediction/1.1/"
-                                "executable/airbnb.model.lr.zip?op=OPEN&user.name=hdfs")
-        assert predict(("spring-boot", "mleap_spring", spring.url, spring)) is not None
+        assert run.state == "failed" and states["deploy_model"] == "failed", states
+        assert spring.models == {}
+    assert deployments(devstack) == {}
+
+
+def test_a_legacy_load_slower_than_the_request_timeout_is_sent_once_and_verified(dag, devstack, tmp_path, monkeypatch, airflow_db):
+    """Legacy serving answers 503 when a load outlives its request timeout, and swaps the model in later:
+    the deploy step never sends the load again, it watches the model show up and verifies it."""
+    from model_governance_devstack.mleap import MLeapStandIn
+
+    models_dir = tmp_path / "models"
+    with MLeapStandIn(tmp_path / "slow", mounts={"/models": models_dir}, load_delay=1.5, request_timeout=0.3) as slow:
+        monkeypatch.setenv("AIRFLOW_CONN_MLEAP_SLOW", json.dumps(
+            {"conn_type": "mleap", "host": "127.0.0.1", "port": slow.port, "extra": {"api": "legacy", "models_dir": str(models_dir)}}))
+        run = dag.test(run_conf={"staging": str(EXAMPLE_STAGING), "mleap_conn_id": "mleap_slow"})
+        assert run.state == "success", {ti.task_id: ti.state for ti in run.get_task_instances()}
+        assert slow.loads_requested == 1
+        assert predict(("legacy", "mleap_slow", slow.url, slow)) is not None
+    assert deployments(devstack) == {"1.1": "deployed"}
+
+
+def test_a_legacy_load_with_an_unknown_outcome_is_rolled_back(dag, devstack, tmp_path, monkeypatch, airflow_db):
+    """A 503 on `PUT /model`, and the new model never shows (its load failed later): the step gives up at its
+    load timeout, unloads what it may have loaded, registers nothing, and sent the load once."""
+    from model_governance_devstack.mleap import MLeapStandIn
+
+    staged = stage_variant(tmp_path / "broken", version="1.1")
+    rebundle(BUNDLE, staged / "executable/airbnb.model.lr.zip", drop="root/linear_regression.node/")
+    models_dir = tmp_path / "models"
+    with MLeapStandIn(tmp_path / "slow", mounts={"/models": models_dir}, load_delay=0.6, request_timeout=0.3) as slow:
+        monkeypatch.setenv("AIRFLOW_CONN_MLEAP_SLOW", json.dumps(
+            {"conn_type": "mleap", "host": "127.0.0.1", "port": slow.port, "extra": {"api": "legacy", "models_dir": str(models_dir)}}))
+        dag.get_task("deploy_model").load_timeout = 2.0
+        dag.get_task("deploy_model").retries = 0
+        try:
+            run = dag.test(run_conf={"staging": str(staged), "mleap_conn_id": "mleap_slow"})
+        finally:
+            dag.get_task("deploy_model").load_timeout = 120.0
+            dag.get_task("deploy_model").retries = 2
+        states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+        assert run.state == "failed" and states["deploy_model"] == "failed", states
+        assert slow.loads_requested == 1  # the failed load only: nothing to roll back to, so an unload
+        assert slow.model is None
+    assert deployments(devstack) == {}
+
+
+def test_a_bundle_not_named_zip_is_refused_with_its_name(dag, serving, first_version, devstack, tmp_path):
+    """MLeap opens a bundle as a zip only when its name ends in .zip: another name is refused, named."""
+    staged = stage_variant(tmp_path / "named", version="1.1")
+    (staged / "executable/airbnb.model.lr.zip").rename(staged / "executable/airbnb.model.lr.bundle")
+    run, states = deploy(dag, serving, staged)
+    assert run.state == "failed", states
+    assert predict(serving) == pytest.approx(first_version)
+    assert deployments(devstack) == {"1.0": "deployed"}

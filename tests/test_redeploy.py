@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 
-import requests
 
-from tests.helpers import DAGS, stage_variant
+from tests.helpers import atlas_search, load_dag, stage_variant
 
 
 def test_several_models_in_one_run_then_all_left_alone(devstack, airflow_db, tmp_path, monkeypatch):
-    from airflow.dag_processing.dagbag import DagBag
     from hdfs import InsecureClient
 
     from model_governance_devstack.mleap import MLeapStandIn
@@ -25,7 +23,7 @@ def test_several_models_in_one_run_then_all_left_alone(devstack, airflow_db, tmp
         manifest = tmp_path / "redeploy.yaml"
         manifest.write_text(json.dumps({"defaults": {"mleap_conn_id": "mleap_spring"}, "models": models}))
         monkeypatch.setenv("MODEL_GOVERNANCE_REDEPLOY_MANIFEST", str(manifest))
-        dag = DagBag(dag_folder=str(DAGS / "model_redeploy.py")).dags["model_redeploy"]
+        dag = load_dag("model_redeploy")
 
         first = dag.test()
         assert first.state == "success", {(ti.task_id, ti.map_index): ti.state for ti in first.get_task_instances()}
@@ -41,7 +39,5 @@ def test_several_models_in_one_run_then_all_left_alone(devstack, airflow_db, tmp
         assert len(deploys) == 3 and all(doc["deploy"]["unchanged"] for doc in deploys)
         assert all(doc["registry"]["uploaded_bytes"] == 0 for doc in deploys)
 
-    conn = devstack.connections["atlas_default"]
-    found = requests.post(f"http://127.0.0.1:{conn['port']}/api/atlas/v2/search/basic", auth=(conn["login"], conn["password"]),
-                          json={"typeName": "model", "attributes": ["dagRunId"], "limit": 10}, timeout=10).json()["entities"]
+    found = atlas_search(devstack.connections["atlas_default"], attributes=["dagRunId"], limit=10)
     assert len(found) == 3 and {e["attributes"]["dagRunId"] for e in found} == {first.run_id}  # left alone by the second run

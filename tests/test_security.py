@@ -630,7 +630,7 @@ def test_cli_output_cannot_be_forged_by_a_value(capsys):
 
 
 def test_a_guid_in_capitals_is_the_same_guid():
-    from model_governance.governance import find_deployment
+    from model_governance.atlas.queries import find_deployment
 
     asked = []
 

@@ -32,6 +32,10 @@ from model_governance_devstack.base import StandInHandler, StandInServer
 APIS = ("legacy", "spring-boot")
 JSON_FORMAT = "ml.combust.mleap.json"
 AKKA_500 = "There was an internal server error."  # akka-http's default text for an unhandled failure
+AKKA_TIMEOUT = (  # akka-http's default answer when a request outlives akka.http.server.request-timeout
+    "The server was not able to produce a timely response to your request.\r\nPlease try again in a short while!"
+)
+LEGACY_REQUEST_TIMEOUT = 20.0  # akka.http.server.request-timeout's default, which mleap-serving keeps
 BUNDLE_KEYS = ("uid", "name", "format", "version")
 ACTOR_NAME = re.compile(r"[-\w:@&=+,.!~*'_;][-\w:@&=+,.!~*'_;$]*")  # akka actor names: a model's name
 LOAD_KEYS = {"modelName", "model_name", "uri", "config", "force"}
@@ -403,15 +407,14 @@ class LegacyHandler(_Handler):
         path = request.get("path") if isinstance(request, dict) else None
         if not isinstance(request, dict) or not isinstance(path, (str, type(None))):
             return self.send_text(400, "The request content was malformed:\nexpected {\"path\": string}")
-        try:
-            if path is None:  # the real service calls request.path.get
-                raise LoadError("NoSuchElementException", "None.get")
-            bundle = self.stand_in.load(path)
-        except LoadError as exc:  # the future fails, the old model stays loaded
-            self.log_message("load of %s failed: %s", path, exc)
+        # The service loads inside the request's Future, under akka-http's request timeout: past it the
+        # client gets a 503 while the load goes on, and a load that succeeds swaps the model in later.
+        load = self.stand_in.start_legacy_load(path)
+        if not load.done.wait(self.stand_in.request_timeout):
+            return self.send_text(503, AKKA_TIMEOUT)
+        if load.error is not None:  # the future fails, the old model stays loaded
+            self.log_message("load of %s failed: %s", path, load.error)
             return self.send_text(500, AKKA_500)
-        with self.stand_in.lock:
-            self.stand_in.model = bundle
         self.send_json(200, {})
 
     def delete_model(self) -> None:
@@ -575,22 +578,34 @@ def _error(exc: Exception) -> dict[str, Any]:
 
 
 # -- the stand-in -------------------------------------------------------------------------------------------
+class LegacyLoad:
+    """One legacy `PUT /model` load, running in its own thread like the service's Future."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: Exception | None = None
+
+
 class MLeapStandIn:
     """MLeap serving on loopback. `mounts` maps a folder as the server sees it ("/models") to a host
-    folder, like a docker volume; `load_delay` is how long a bundle takes to load (seconds)."""
+    folder, like a docker volume; `load_delay` is how long a bundle takes to load (seconds);
+    `request_timeout` is the legacy server's akka-http request timeout (seconds)."""
 
     def __init__(self, state_dir: Path, host: str = "127.0.0.1", port: int = 0, api: str = "legacy",
-                 mounts: dict[str, Path] | None = None, verbose: bool = False, load_delay: float = 0.05):
+                 mounts: dict[str, Path] | None = None, verbose: bool = False, load_delay: float = 0.05,
+                 request_timeout: float = LEGACY_REQUEST_TIMEOUT):
         if api not in APIS:
             raise ValueError(f"api must be one of {', '.join(APIS)}, not {api!r}")
         self.state_dir = Path(state_dir)  # nothing persists: like the real server, a restart forgets models
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.api, self.load_delay = api, load_delay
+        self.api, self.load_delay, self.request_timeout = api, load_delay, request_timeout
+        self.loads_requested = 0  # legacy PUT /model requests received: a load must never be sent twice
         self.mounts = {posixpath.normpath("/" + key.strip("/")): Path(folder) for key, folder in (mounts or {}).items()}
         self.lock = threading.Lock()
         self.model: Bundle | None = None  # legacy: the one model
         self.models: dict[str, dict[str, Any]] = {}  # spring-boot: name -> entry
         self._fail_count, self._fail_status, self._hang, self._fail_transforms = 0, 503, 0.0, 0
+        self._fail_transforms_after_load = 0
         self.server = StandInServer(LegacyHandler if api == "legacy" else SpringBootHandler, host, port, verbose)
         self.server.stand_in = self  # type: ignore[attr-defined]
 
@@ -622,10 +637,16 @@ class MLeapStandIn:
         with self.lock:
             self._hang = seconds
 
-    def fail_transform_next(self, n: int) -> None:
-        """The next n transforms fail as a scoring error would (legacy 500, spring-boot STATUS_ERROR)."""
+    def fail_transform_next(self, n: int, after_load: bool = False) -> None:
+        """The next n transforms fail as a scoring error would (legacy 500, spring-boot STATUS_ERROR);
+        with `after_load`, the next n after the next successful load."""
         with self.lock:
-            self._fail_transforms = n
+            self._fail_transforms, self._fail_transforms_after_load = (0, n) if after_load else (n, 0)
+
+    def _loaded(self) -> None:
+        """A load succeeded: arm the transform faults waiting for one (call with the lock held)."""
+        if self._fail_transforms_after_load:
+            self._fail_transforms, self._fail_transforms_after_load = self._fail_transforms_after_load, 0
 
     def _take_fault(self) -> tuple[int | None, float]:
         with self.lock:
@@ -687,11 +708,35 @@ class MLeapStandIn:
             raise LoadError("ConnectException", "Connection refused") from None
         raise LoadError("FileAlreadyExistsException", name)
 
+    def start_legacy_load(self, path: str | None) -> LegacyLoad:
+        """Load in the background; swap the model in when (and only if) the load succeeds."""
+        load = LegacyLoad()
+        with self.lock:
+            self.loads_requested += 1
+
+        def run() -> None:
+            try:
+                if path is None:  # the real service calls request.path.get
+                    raise LoadError("NoSuchElementException", "None.get")
+                bundle = self.load(path)
+                with self.lock:
+                    self.model = bundle
+                    self._loaded()
+            except LoadError as exc:
+                load.error = exc
+            finally:
+                load.done.set()
+
+        threading.Thread(target=run, daemon=True).start()
+        return load
+
     def _load_named(self, entry: dict[str, Any]) -> None:
         """spring-boot's background load: a failure drops the model, so later requests answer 404."""
         try:
             parts = urlsplit(entry["uri"])
             entry["bundle"] = self.load(unquote(parts.path) if parts.scheme == "file" else None, entry["uri"])
+            with self.lock:
+                self._loaded()
         except LoadError as exc:
             entry["error"] = exc
             with self.lock:

@@ -9,6 +9,8 @@ import sys
 import threading
 from pathlib import Path
 
+from model_governance.connections import ATLAS_CONN_ID
+
 
 def cmd_devstack(args: argparse.Namespace) -> int:
     from contextlib import ExitStack
@@ -64,7 +66,7 @@ def printable(value: object) -> str:
 
 
 def iso_time(value: str) -> str:
-    from model_governance.governance import epoch_millis
+    from model_governance.atlas.queries import epoch_millis
 
     try:
         epoch_millis(value)
@@ -90,17 +92,20 @@ def non_empty(value: str) -> str:
 
 
 def cmd_deployments(args: argparse.Namespace) -> int:
-    from model_governance.governance import list_deployments
+    from model_governance.atlas import schema as s
+    from model_governance.atlas.queries import list_deployments
     from model_governance.hooks.atlas import AtlasHook
 
-    filters = {key: getattr(args, key) for key in ("owner", "lob", "name", "version", "host_type", "endpoint", "since", "until")}
+    keys = ("owner", "lob", "name", "version", "host_type", "endpoint", "since", "until")
+    filters = {key: getattr(args, key) for key in keys}
     filters["status"] = None if args.status == "all" else args.status
     rows = list_deployments(AtlasHook(args.atlas_conn_id), limit=args.limit, **filters)
     if args.json:
         print(json.dumps(rows, indent=2, sort_keys=True))
         return 0
-    columns = [("deploy.datetime", "DEPLOYED (UTC)"), ("qualifiedName", "DEPLOYMENT"), ("modelVersion", "VERSION"),
-               ("owner", "OWNER"), ("ownerLob", "LOB"), ("hostType", "HOST TYPE"), ("endpointUrl", "ENDPOINT"), ("deployStatus", "STATUS")]
+    columns = [(s.DEPLOY_DATETIME, "DEPLOYED (UTC)"), (s.QUALIFIED_NAME, "DEPLOYMENT"), (s.MODEL_VERSION, "VERSION"),
+               (s.OWNER, "OWNER"), (s.OWNER_LOB, "LOB"), (s.HOST_TYPE, "HOST TYPE"), (s.ENDPOINT_URL, "ENDPOINT"),
+               (s.DEPLOY_STATUS, "STATUS")]
     print_table([[row.get(key, "") for key, _ in columns] for row in rows], [title for _, title in columns])
     if not rows:
         print("no deployments match", file=sys.stderr)
@@ -108,7 +113,8 @@ def cmd_deployments(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    from model_governance.governance import trace
+    from model_governance.atlas import schema as s
+    from model_governance.atlas.queries import trace
     from model_governance.hooks.atlas import AtlasHook
 
     result = trace(AtlasHook(args.atlas_conn_id), args.deployment)
@@ -116,21 +122,23 @@ def cmd_trace(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_json(), indent=2, sort_keys=True))
         return 0
     d = result.deployment
-    status = printable(d.get("deployStatus", "deployed")) + (f", superseded by {printable(d['supersededBy'])}" if d.get("supersededBy") else "")
-    print(f"{printable(d['qualifiedName'])}  ({status})")
-    for label, key in [("guid", "guid"), ("model", "model.name"), ("version", "model.version"), ("type", "model.type"),
-                       ("description", "model.description"), ("owner", "model.owner"), ("line of business", "model.owner.lob"),
-                       ("deployed", "deploy.datetime"), ("host type", "deploy.host.type"), ("scoring URL", "endpointUrl"),
-                       ("host detail", "deploy.host.detail"),
-                       ("serialized object", "deploy.obj.source"), ("registry", "model.registry.url"),
-                       ("source", "sourceLocation"), ("source revision", "sourceRevision"), ("deployed by", "dagRunId")]:
+    replaced_by = f", superseded by {printable(d[s.SUPERSEDED_BY])}" if d.get(s.SUPERSEDED_BY) else ""
+    print(f"{printable(d[s.QUALIFIED_NAME])}  ({printable(d.get(s.DEPLOY_STATUS, s.DEPLOYED))}{replaced_by})")
+    for label, key in [("guid", "guid"), ("model", s.MODEL_NAME_SEED), ("version", s.MODEL_VERSION_SEED),
+                       ("type", s.MODEL_TYPE_SEED), ("description", s.MODEL_DESCRIPTION), ("owner", s.MODEL_OWNER),
+                       ("line of business", s.MODEL_OWNER_LOB), ("deployed", s.DEPLOY_DATETIME),
+                       ("host type", s.DEPLOY_HOST_TYPE), ("scoring URL", s.ENDPOINT_URL),
+                       ("host detail", s.DEPLOY_HOST_DETAIL), ("serialized object", s.DEPLOY_OBJ_SOURCE),
+                       ("registry", s.MODEL_REGISTRY_URL), ("source", s.SOURCE_LOCATION),
+                       ("source revision", s.SOURCE_REVISION), ("deployed by", s.DAG_RUN_ID)]:
         if d.get(key) not in (None, ""):
             print(f"  {label + ':':<19}{printable(d[key])}")
     print("  artifacts:")
     print_table([[a["role"], a["location"], a["sha256"]] for a in result.artifacts], ["ROLE", "LOCATION", "SHA256"], indent="    ")
     if result.superseded:
         print("  superseded:")
-        print_table([[s["qualifiedName"], s.get("deploy.datetime", "")] for s in result.superseded], ["DEPLOYMENT", "DEPLOYED (UTC)"], indent="    ")
+        rows = [[old[s.QUALIFIED_NAME], old.get(s.DEPLOY_DATETIME, "")] for old in result.superseded]
+        print_table(rows, ["DEPLOYMENT", "DEPLOYED (UTC)"], indent="    ")
     return 0
 
 
@@ -178,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     deployments.add_argument("--status", default="all", choices=["all", "deployed", "superseded", "retired"])
     deployments.add_argument("--limit", type=positive_int, default=100, help="at most this many (1 or more)")
     deployments.add_argument("--json", action="store_true", help="a JSON list, one object per deployment")
-    deployments.add_argument("--atlas-conn-id", default="atlas_default")
+    deployments.add_argument("--atlas-conn-id", default=ATLAS_CONN_ID)
     deployments.set_defaults(func=cmd_deployments)
 
     trace = commands.add_parser(
@@ -188,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     trace.add_argument("deployment", type=non_empty, help="a guid, a qualifiedName, or a name (the newest deployment of it)")
     trace.add_argument("--json", action="store_true")
-    trace.add_argument("--atlas-conn-id", default="atlas_default")
+    trace.add_argument("--atlas-conn-id", default=ATLAS_CONN_ID)
     trace.set_defaults(func=cmd_trace)
     return parser
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from model_governance.connections import ATLAS_CONN_ID, WEBHDFS_CONN_ID
+
 SOURCES = (
     "a folder (absolute, or relative to the staging root $MODEL_GOVERNANCE_STAGING_ROOT), a git repository at a "
     "branch, tag or commit (git+https://host/repo.git@ref), an archive URL (GitHub zipball, GitLab archive, .zip, "
@@ -49,8 +51,8 @@ def registry_params() -> dict[str, Any]:
             title="Replace a conflicting registry version",
             description="Publish even if the registry holds this model version with different content (replaces it).",
         ),
-        "webhdfs_conn_id": Param("webhdfs_default", type="string", minLength=1, title="WebHDFS connection",
+        "webhdfs_conn_id": Param(WEBHDFS_CONN_ID, type="string", minLength=1, title="WebHDFS connection",
                                  description="Airflow connection of the HDFS namenode(s), used when the registry is on HDFS."),
-        "atlas_conn_id": Param("atlas_default", type="string", minLength=1, title="Atlas connection",
-                               description="Airflow connection of Apache Atlas (http, basic auth)."),
+        "atlas_conn_id": Param(ATLAS_CONN_ID, type="string", minLength=1, title="Atlas connection",
+                               description="Airflow connection of Apache Atlas (type atlas, or http; basic auth)."),
     }

@@ -7,15 +7,16 @@ import os
 from pathlib import Path
 from typing import Any
 
+from model_governance.connections import ATLAS_CONN_ID, MLEAP_CONN_ID, WEBHDFS_CONN_ID
 from model_governance.exceptions import InvalidInputError
 
 VARIABLE = "model_redeploy_manifest"
 FILE_ENV = "MODEL_GOVERNANCE_REDEPLOY_MANIFEST"
 DEFAULTS = {
     "registry_root": "hdfs:///model-registry",
-    "mleap_conn_id": "mleap_default",
-    "webhdfs_conn_id": "webhdfs_default",
-    "atlas_conn_id": "atlas_default",
+    "mleap_conn_id": MLEAP_CONN_ID,
+    "webhdfs_conn_id": WEBHDFS_CONN_ID,
+    "atlas_conn_id": ATLAS_CONN_ID,
 }
 KEYS = {"staging", *DEFAULTS}
 

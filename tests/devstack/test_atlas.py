@@ -150,7 +150,7 @@ def test_the_seed_typedef_is_refused_with_09E(api):
 
 
 def test_relationship_defs_put_attributes_on_both_ends(api):
-    from model_governance.atlas_types import artifacts_relationshipdef, model_typedef
+    from model_governance.atlas.schema import artifacts_relationshipdef, model_typedef
 
     assert api.post("/types/typedefs", json={"entityDefs": [model_typedef()]}).status_code == 200
     assert api.post("/types/typedefs", json={"relationshipDefs": [artifacts_relationshipdef()]}).status_code == 200
@@ -217,7 +217,7 @@ def test_entity_refusals(api):
 
 
 def test_attribute_values_and_relationships(api):
-    from model_governance.atlas_types import artifacts_relationshipdef, model_typedef
+    from model_governance.atlas.schema import artifacts_relationshipdef, model_typedef
 
     api.post("/types/typedefs", json={"entityDefs": [model_typedef(), THING], "relationshipDefs": [artifacts_relationshipdef()]}).raise_for_status()
     api.post("/entity/bulk", json={"entities": [hdfs_path("/r/m"), hdfs_path("/r/m/README.md")]}).raise_for_status()
@@ -457,7 +457,7 @@ def test_hook_reads_and_reports_atlas_errors(atlas, hook):
 
 
 def test_hook_ensure_model_type_creates_then_upgrades(api, hook):
-    from model_governance.atlas_types import ADDED_ATTRIBUTES, SEED_ATTRIBUTES, TYPE_VERSION, ensure_model_type
+    from model_governance.atlas.schema import ADDED_ATTRIBUTES, SEED_ATTRIBUTES, TYPE_VERSION, ensure_model_type
 
     assert ensure_model_type(hook) == "created"
     assert ensure_model_type(hook) == "current"
@@ -468,7 +468,7 @@ def test_hook_ensure_model_type_creates_then_upgrades(api, hook):
 
 
 def test_hook_upgrades_an_older_model_type(api, hook):
-    from model_governance.atlas_types import ensure_model_type
+    from model_governance.atlas.schema import ensure_model_type
 
     older = seed_typedef()["entityDefs"][0]
     older["attributeDefs"] = [a for a in older["attributeDefs"] if a["name"] not in ("qualifiedName", "name", "inputs", "outputs")]
@@ -489,7 +489,8 @@ def test_hook_gets_09E_for_the_seed_typedef(hook):
 
 
 def test_hook_upserts_searches_and_supersedes(api, hook):
-    from model_governance.atlas_types import ensure_model_type
+    from model_governance.atlas.queries import search_all, supersede
+    from model_governance.atlas.schema import ensure_model_type
 
     ensure_model_type(hook)
     common = {name: "x" for name in ("deploy.datetime", "deploy.host.type", "deploy.host.detail", "deploy.obj.source", "model.name",
@@ -498,7 +499,7 @@ def test_hook_upserts_searches_and_supersedes(api, hook):
         attributes = {**common, "qualifiedName": f"m-{n}@h", "name": n, "deployStatus": "deployed", "deployTarget": "h", "deployTime": when}
         answer = hook.upsert_entities([{"typeName": "model", "attributes": attributes}])
         assert answer["mutatedEntities"]["CREATE"][0]["attributes"]["qualifiedName"] == f"m-{n}@h"
-    assert hook.supersede("h", "m-v2@h") == ["m-v1@h"]
+    assert supersede(hook, "h", "m-v2@h") == ["m-v1@h"]
     v1 = hook.get_entity("model", "m-v1@h")["entity"]["attributes"]
     assert (v1["deployStatus"], v1["supersededBy"]) == ("superseded", "m-v2@h")
-    assert len(hook.search_all({"typeName": "model"}, page=1)) == 2
+    assert len(search_all(hook, [], page=1)) == 2

@@ -332,7 +332,7 @@ def use_connection(monkeypatch, server, models_dir):
 
 def test_the_hook_drives_the_legacy_api(legacy, models_dir, monkeypatch):
     from model_governance.exceptions import DeployError, ModelLoadError, ModelVerificationError
-    from model_governance.operators.mleap import check_scoring
+    from model_governance.deploy.verify import check_scoring
 
     hook = use_connection(monkeypatch, legacy, models_dir)
     assert (hook.api, hook.models_dir, hook.host_port) == ("legacy", models_dir, f"127.0.0.1:{legacy.port}")
@@ -363,7 +363,7 @@ def test_the_hook_drives_the_legacy_api(legacy, models_dir, monkeypatch):
 
 def test_the_hook_drives_the_spring_boot_api(spring, models_dir, monkeypatch):
     from model_governance.exceptions import DeployError, ModelLoadError, ModelVerificationError
-    from model_governance.operators.mleap import check_scoring
+    from model_governance.deploy.verify import check_scoring
 
     hook = use_connection(monkeypatch, spring, models_dir)
     hook.submit_model("rental", f"file:{GOOD}")

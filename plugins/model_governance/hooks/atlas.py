@@ -1,186 +1,199 @@
-"""AtlasHook: Apache Atlas's REST v2 behind an Airflow http connection (`atlas_default`), over pyatlasclient.
+"""AtlasHook: Apache Atlas's REST API v2 behind an Airflow connection (`atlas_default`, type `atlas`).
 
-Connection: host, port (21000), login, password; schema "https" for TLS; extra `verify` (default true).
-pyatlasclient's model helpers lose answers (`entity_bulk.create` returns None) and turn 404/500 into None,
-so this hook uses its raw calls, which return parsed JSON and raise on a status of 400 or more, and turns
-those errors into `AtlasError`s that carry Atlas's own error code and message.
+Connection: host, port (default 21000), login, password; schema "https" for TLS; extras `verify` (TLS
+certificate check, default true), `cluster_name` (Atlas's atlas.cluster.name, default "primary"),
+`timeout` (seconds). A connection of type `http` with the same fields works too.
+
+REST calls only: what the calls mean to this project (the `model` type, the searches, supersede) lives
+in `model_governance.atlas`.
 """
 
 from __future__ import annotations
 
 import json
-from functools import cached_property
 from typing import Any
 
+import requests
+
 from model_governance.exceptions import AtlasError, AtlasRefusedError
-from model_governance.hooks._service import ServiceHook
-from model_governance.retry import with_retries
+from model_governance.hooks._rest import RestHook, response_text
 
 API = "/api/atlas/v2"
+DEFAULT_PORT = 21000
 
 
-def _is_transient(exc: BaseException) -> bool:
-    import requests
-    from atlasclient.exceptions import HttpError
+class AtlasHook(RestHook):
+    """Apache Atlas's REST API v2; errors raised as `AtlasError` with Atlas's own error code and message.
 
-    if isinstance(exc, HttpError):
-        return exc.code >= 500
-    return isinstance(exc, (requests.ConnectionError, requests.Timeout))
+    A 5xx or a failed connection is retried (with backoff); a 4xx is an answer: `AtlasRefusedError`, which
+    fails the task without Airflow's retries.
 
+    :param atlas_conn_id: the Airflow connection of Atlas.
+    :param timeout: seconds to wait for an answer (default: the connection's extra `timeout`, else 30).
+    :param retry_backoff: seconds before the first retry; each later one waits twice as long.
+    """
 
-class AtlasHook(ServiceHook):
     conn_name_attr = "atlas_conn_id"
     default_conn_name = "atlas_default"
-    conn_type = "http"
+    conn_type = "atlas"
     hook_name = "Apache Atlas"
+    own_extras = frozenset({"cluster_name", "timeout"})
+    transient_statuses = frozenset(range(500, 600))  # a 5xx from Atlas is its own failure: worth another try
     default_timeout = 30.0
 
-    def __init__(self, atlas_conn_id: str = default_conn_name, timeout: float | None = None, retry_backoff: float = 0.5):
+    def __init__(
+        self, atlas_conn_id: str = default_conn_name, timeout: float | None = None, retry_backoff: float = 0.5
+    ) -> None:
         super().__init__(atlas_conn_id, timeout, retry_backoff)
         self.atlas_conn_id = atlas_conn_id
 
-    @property
-    def base_url(self) -> str:
-        conn = self.connection
-        return f"{conn.schema or 'http'}://{conn.host}:{conn.port or 21000}"
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """The connection form: Atlas's fields, with its defaults as placeholders."""
+        return {
+            "hidden_fields": [],
+            "relabeling": {"schema": "Protocol (http or https)", "login": "User", "extra": "Extra (JSON)"},
+            "placeholders": {
+                "host": "atlas.example.com",
+                "port": str(DEFAULT_PORT),
+                "schema": "http",
+                "login": "admin",
+                "extra": json.dumps({"verify": True, "cluster_name": "primary", "timeout": 30}),
+            },
+        }
+
+    def _set_base_url(self, connection: Any) -> None:
+        super()._set_base_url(connection)
+        if not connection.port and "://" not in (connection.host or ""):
+            self.base_url = f"{self.base_url}:{DEFAULT_PORT}"  # Atlas's own port
 
     @property
     def cluster_name(self) -> str:
-        """Atlas's name for the Hadoop cluster (atlas.cluster.name), part of every hdfs_path's qualifiedName."""
-        return self.connection.extra_dejson.get("cluster_name", "primary")
+        """Atlas's name for the Hadoop cluster (atlas.cluster.name), in every hdfs_path's qualifiedName."""
+        return str(self.extras.get("cluster_name", "primary"))
 
     def entity_url(self, guid: str) -> str:
-        """The entity's page in Atlas's web UI."""
-        return f"{self.base_url}/index.html#!/detailPage/{guid}"
+        """The entity's page in Atlas's web UI.
 
-    def get_conn(self):
-        """The pyatlasclient client; retries are this hook's (with backoff), not the client's."""
-        from atlasclient.client import Atlas
+        :param guid: the entity's guid.
+        """
+        return f"{self.url}/index.html#!/detailPage/{guid}"
 
+    def request(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None) -> Any:
+        """One call to `/api/atlas/v2<path>`; the parsed JSON answer, or `AtlasError` with Atlas's message.
+
+        :param method: the HTTP method.
+        :param path: the path after `/api/atlas/v2`.
+        :param body: the JSON body.
+        :param params: the query string.
+        """
         conn = self.connection
         if not conn.host or not conn.login:
             raise AtlasError(f"connection {self.atlas_conn_id!r} needs a host, a login and a password")
-        return Atlas(
-            conn.host,
-            port=conn.port or 21000,
-            username=conn.login,
-            password=conn.password,
-            protocol=conn.schema or "http",
-            validate_ssl=str(conn.extra_dejson.get("verify", True)).lower() not in ("false", "0", "no"),
-            timeout=self.timeout,
-            max_retries=0,
-        )
-
-    @cached_property
-    def client(self):
-        return self.get_conn()
-
-    def call(self, method: str, path: str, data: Any = None, params: dict[str, Any] | None = None) -> Any:
-        """One REST call; Atlas's errors raised as AtlasError, 5xx and connection errors retried."""
-        import requests
-        from atlasclient.exceptions import HttpError
-
-        url = f"{self.base_url}{API}{path}"
-        kwargs: dict[str, Any] = {}
-        if data is not None:
-            kwargs["data"] = data  # a dict or list: pyatlasclient encodes it once (a str it would encode twice)
-        if params:
-            kwargs["params"] = params
-
-        def once() -> Any:
-            return self.client.client.request(method.lower(), url, **kwargs)
-
+        headers = {"Accept": "application/json"}
         try:
-            return with_retries(once, f"Atlas {method} {path}", backoff=self.retry_backoff, transient=_is_transient)
-        except HttpError as exc:
-            raise _atlas_error(exc, method, path) from None
+            response = self.call(method, f"{API}{path}", json=body, params=params, headers=headers)
         except requests.RequestException as exc:  # connection errors after the last retry
-            raise AtlasError(f"Atlas at {self.base_url} cannot be reached: {exc}") from None
+            raise AtlasError(f"Atlas at {self.url} cannot be reached: {exc}") from None
+        if response.status_code >= 400:
+            raise _atlas_error(response, method, path)
+        return response.json() if response.content else {}
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Ask Atlas for its version: a wrong host, port or password shows here."""
+        try:
+            return True, f"Connected to Apache Atlas {self._version()}"
+        except Exception as exc:
+            return False, str(exc)
+
+    def _version(self) -> str:
+        response = self.call("GET", "/api/atlas/admin/version", headers={"Accept": "application/json"})
+        if response.status_code != 200:
+            raise _atlas_error(response, "GET", "/admin/version", prefix="/api/atlas")
+        return str((response.json() if response.content else {}).get("Version", "(version not given)"))
 
     # -- the calls this project makes -------------------------------------------------------------------
     def get_typedef(self, name: str) -> dict[str, Any] | None:
+        """`GET /types/typedef/name/{name}`; None when Atlas has no such type.
+
+        :param name: the type's name.
+        """
         try:
-            return self.call("GET", f"/types/typedef/name/{name}")
+            return self.request("GET", f"/types/typedef/name/{name}")
         except AtlasError as exc:
             if exc.status == 404:
                 return None
             raise
 
     def create_typedefs(self, typedefs: dict[str, Any]) -> dict[str, Any]:
-        return self.call("POST", "/types/typedefs", typedefs)
+        """`POST /types/typedefs`.
+
+        :param typedefs: an AtlasTypesDef (`entityDefs`, `relationshipDefs`…).
+        """
+        return self.request("POST", "/types/typedefs", typedefs)
 
     def update_typedefs(self, typedefs: dict[str, Any]) -> dict[str, Any]:
-        return self.call("PUT", "/types/typedefs", typedefs)
+        """`PUT /types/typedefs`.
 
-    def upsert_entities(self, entities: list[dict[str, Any]], referred: dict[str, Any] | None = None) -> dict[str, Any]:
-        """`POST /entity/bulk`: creates, or updates by unique attribute; the EntityMutationResponse back."""
-        return self.call("POST", "/entity/bulk", {"entities": entities, "referredEntities": referred or {}})
+        :param typedefs: an AtlasTypesDef with the types' new definitions.
+        """
+        return self.request("PUT", "/types/typedefs", typedefs)
+
+    def upsert_entities(
+        self, entities: list[dict[str, Any]], referred: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """`POST /entity/bulk`: creates, or updates by unique attribute; the EntityMutationResponse back.
+
+        :param entities: the entities (typeName, attributes, relationshipAttributes).
+        :param referred: referred entities by guid, if any.
+        """
+        return self.request(
+            "POST", "/entity/bulk", {"entities": entities, "referredEntities": referred or {}}
+        )
 
     def get_entity(self, type_name: str, qualified_name: str) -> dict[str, Any] | None:
+        """`GET /entity/uniqueAttribute/type/{type}?attr:qualifiedName=…`; None when there is none.
+
+        :param type_name: the entity's type.
+        :param qualified_name: its unique qualifiedName.
+        """
         try:
-            return self.call("GET", f"/entity/uniqueAttribute/type/{type_name}", params={"attr:qualifiedName": qualified_name})
+            params = {"attr:qualifiedName": qualified_name}
+            return self.request("GET", f"/entity/uniqueAttribute/type/{type_name}", params=params)
         except AtlasError as exc:
             if exc.status == 404:
                 return None
             raise
 
     def get_entity_by_guid(self, guid: str) -> dict[str, Any]:
-        return self.call("GET", f"/entity/guid/{guid}")
+        """`GET /entity/guid/{guid}`.
+
+        :param guid: the entity's guid.
+        """
+        return self.request("GET", f"/entity/guid/{guid}")
 
     def search_basic(self, query: dict[str, Any]) -> dict[str, Any]:
-        return self.call("POST", "/search/basic", query)
+        """`POST /search/basic`.
 
-    def search_all(self, query: dict[str, Any], page: int = 100) -> list[dict[str, Any]]:
-        """Every entity header a basic search finds, page by page."""
-        found: list[dict[str, Any]] = []
-        while True:
-            answer = self.search_basic({**query, "limit": page, "offset": len(found)})
-            entities = answer.get("entities") or []
-            found.extend(entities)
-            if len(entities) < page:
-                return found
-
-    def supersede(self, target: str, current: str) -> list[str]:
-        """Mark every other deployment still `deployed` at target as superseded by current; their qualifiedNames."""
-        from model_governance.atlas_types import DEPLOYED, MODEL_TYPE, SUPERSEDED
-
-        query = {
-            "typeName": MODEL_TYPE,
-            "excludeDeletedEntities": True,
-            "entityFilters": {
-                "condition": "AND",
-                "criterion": [
-                    {"attributeName": "deployTarget", "operator": "=", "attributeValue": target},
-                    {"attributeName": "deployStatus", "operator": "=", "attributeValue": DEPLOYED},
-                ],
-            },
-        }
-        replaced = []
-        for header in self.search_all(query):
-            qualified_name = header["attributes"]["qualifiedName"]
-            if qualified_name == current:
-                continue
-            # Re-post the whole entity with the new status: a bulk upsert of a subset could blank the rest.
-            entity = self.get_entity_by_guid(header["guid"])["entity"]
-            attributes = {**entity["attributes"], "deployStatus": SUPERSEDED, "supersededBy": current}
-            self.upsert_entities([{"typeName": MODEL_TYPE, "attributes": attributes}])
-            replaced.append(qualified_name)
-        return replaced
+        :param query: a SearchParameters body (see `model_governance.atlas.queries.search_body`).
+        """
+        return self.request("POST", "/search/basic", query)
 
 
-def _atlas_error(exc: Any, method: str, path: str) -> AtlasError:
+def _atlas_error(response: requests.Response, method: str, path: str, prefix: str = API) -> AtlasError:
     """Atlas's error code and message, never the request (which may carry credentials in headers)."""
     code = message = None
     try:
-        body = json.loads(exc.details or "")
+        body = response.json()
         code, message = body.get("errorCode"), body.get("errorMessage")
     except (ValueError, AttributeError):
         pass
-    if exc.code == 401:
+    status = response.status_code
+    if status == 401:
         message = "authentication failed: check the Atlas connection's login and password"
-    text = f"Atlas {method} {API}{path} answered {exc.code}"
+    text = f"Atlas {method} {prefix}{path} answered {status}"
     if code:
         text += f" {code}"
-    text += f": {message or (exc.details or '').strip()[:500] or exc.message}"
-    refused = exc.code is not None and 400 <= exc.code < 500  # an answer, not a failure: no retries
-    return (AtlasRefusedError if refused else AtlasError)(text, status=exc.code, error_code=code)
+    text += f": {message or response_text(response).strip() or response.reason}"
+    refused = 400 <= status < 500  # an answer, not a failure: no retries
+    return (AtlasRefusedError if refused else AtlasError)(text, status=status, error_code=code)

@@ -1,48 +1,45 @@
-"""Step 2b for the `spark` host type: publish the Spark ML pipeline where batch jobs load it, run the scoring job."""
+"""Step 2b for the `spark` host type, in two tasks: publish the Spark ML pipeline where batch jobs load it
+(`SparkPublishPipelineOperator`), then run the batch scoring job with it (`SparkBatchScoreOperator`)."""
 
 from __future__ import annotations
 
-import dataclasses
 import posixpath
 import tempfile
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from airflow.sdk import BaseOperator
 
-from model_governance.operators._args import as_document
+from model_governance.connections import SPARK_CONN_ID, WEBHDFS_CONN_ID
+from model_governance.operators._args import as_document, run_key
 
-SCORING_JOB = Path(__file__).resolve().parents[1] / "spark_jobs" / "score_batch.py"
-
-
-def submit_options(conn: Any) -> dict[str, Any]:
-    """SparkSubmitHook arguments: quiet and light, and for a local master the worker's own Python and
-    `spark-submit` (the connection's extra `spark_submit` may name one; the provider takes only names on PATH)."""
-    import sys
-
-    conf = {"spark.ui.enabled": "false", "spark.log.level": "WARN", "spark.sql.shuffle.partitions": "1"}
-    options: dict[str, Any] = {"conf": conf}
-    if (conn.host or "").startswith("local"):
-        conf.update({"spark.pyspark.python": sys.executable, "spark.pyspark.driver.python": sys.executable})
-    spark_submit = conn.extra_dejson.get("spark_submit")
-    if spark_submit:
-        options["spark_binary"] = spark_submit
-    return options
+if TYPE_CHECKING:
+    from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
 
 
-class SparkBatchDeployOperator(BaseOperator):
-    """Deploy a staged Spark ML pipeline model for batch scoring, and score the given datasets with it.
+class SparkPublishPipelineOperator(BaseOperator):
+    """Publish the archived Spark ML pipeline, verified, to `<models_root>/<model slug>/<version>/`, where
+    batch jobs load it (the Spark connection's extra `models_root`: `hdfs:///<path>` through the WebHDFS
+    connection, or a folder the cluster reads). Returns the deployment document with the deploy facts:
+    the pipeline's location, its prediction columns (as the output schema), and the datasets the scoring
+    task reads and writes, which Atlas records as the deployment's lineage.
 
-    The archived pipeline (a zip of the folder Spark saved) is unpacked and published, verified, to
-    `<models_root>/<model slug>/<version>/`, where batch jobs load it (the Spark connection's extra
-    `models_root`: `hdfs:///<path>` through the WebHDFS connection, or a folder the cluster reads). The
-    scoring job is then submitted the standard way, with the Spark provider's `SparkSubmitHook` on the
-    Spark connection: it reads `input_datasets` and writes `output_dataset`, which Atlas records as the
-    deployment's lineage.
+    :param document: the deployment document the publish step returned (XCom).
+    :param input_datasets: what the scoring job reads: a list, or comma-separated (templated).
+    :param output_dataset: where the scoring job writes its predictions (templated).
+    :param spark_conn_id: the Spark provider's connection, with the extra `models_root` (templated).
+    :param webhdfs_conn_id: the WebHDFS connection, for a registry or models_root on HDFS (templated).
     """
 
-    template_fields: Sequence[str] = ("document", "input_datasets", "output_dataset", "spark_conn_id", "webhdfs_conn_id")
+    template_fields: Sequence[str] = (
+        "document",
+        "input_datasets",
+        "output_dataset",
+        "spark_conn_id",
+        "webhdfs_conn_id",
+    )
     ui_color = "#fdf0e0"
 
     def __init__(
@@ -51,8 +48,8 @@ class SparkBatchDeployOperator(BaseOperator):
         document: Any,
         input_datasets: list[str] | str,
         output_dataset: str,
-        spark_conn_id: str = "spark_default",
-        webhdfs_conn_id: str = "webhdfs_default",
+        spark_conn_id: str = SPARK_CONN_ID,
+        webhdfs_conn_id: str = WEBHDFS_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -63,58 +60,94 @@ class SparkBatchDeployOperator(BaseOperator):
         self.webhdfs_conn_id = webhdfs_conn_id
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
+        from airflow.sdk import BaseHook
 
-        from model_governance.bundle import validate_spark_pipeline
-        from model_governance.exceptions import DeployError, InvalidInputError
+        from model_governance.deploy.spark import parse_datasets, publish_pipeline
+        from model_governance.exceptions import InvalidInputError
         from model_governance.metadata import DeployFacts
         from model_governance.registry import Registry
-        from model_governance.staging import build_manifest, safe_extract
 
         doc = as_document(self.document)
-        if doc.registry is None:
-            raise DeployError("the model is not archived yet: publish it to the registry before deploying")
-        inputs = [self.input_datasets] if isinstance(self.input_datasets, str) else list(self.input_datasets or [])
-        inputs = [location.strip() for item in inputs for location in item.split(",") if location.strip()]
-        if not inputs or not str(self.output_dataset or "").strip():
-            raise InvalidInputError("a spark deployment needs its input dataset(s) and its output location")
-        conn = SparkSubmitHook.get_connection(self.spark_conn_id)
+        inputs, output = parse_datasets(self.input_datasets), str(self.output_dataset or "").strip()
+        if not inputs or not output or doc.registry is None:
+            raise InvalidInputError(
+                "a spark deployment needs an archived model, its input dataset(s) and its output"
+            )
+        conn = BaseHook.get_connection(self.spark_conn_id)
         models_root = conn.extra_dejson.get("models_root")
         if not models_root:
-            raise InvalidInputError(f"connection {self.spark_conn_id!r} has no extra models_root: where batch jobs load models from")
-
+            raise InvalidInputError(
+                f"connection {self.spark_conn_id!r} has no extra models_root: "
+                "where batch jobs load models from"
+            )
         registry = Registry.from_root(doc.registry.root, self.webhdfs_conn_id)
         models = Registry.from_root(models_root, self.webhdfs_conn_id)
-        target = models.version_path(doc.model.slug, doc.model.version)
         with tempfile.TemporaryDirectory(prefix="model-governance-spark-") as workdir:
-            archive = Path(workdir) / "model.zip"
-            registry.download(posixpath.join(doc.registry.path, doc.executable), archive, doc.executable_entry.sha256)
-            validate_spark_pipeline(archive)  # metadata/ and stages/ at the zip's root, as safe_extract keeps them
-            folder = safe_extract(archive, Path(workdir) / "pipeline")
-            manifest = build_manifest(folder)
-            if models.already_published(doc.model, manifest, force=True):
-                self.log.info("%s already holds this pipeline", models.store.url(target))
-            else:
-                models.upload_pending(doc.work_key, folder, manifest)
-                models.publish(dataclasses.replace(doc, manifest=manifest), force=True)
-        model_location = models.store.url(target)
-        output = self.output_dataset.strip()
-        # a rerun of this deployment rewrites its own output
-        arguments = ["--model", model_location, *[a for i in inputs for a in ("--input", i)], "--output", output, "--overwrite"]
-        hook = SparkSubmitHook(conn_id=self.spark_conn_id, name=f"score {doc.deploy_name}", application_args=arguments, **submit_options(conn))
-        started = datetime.now(timezone.utc)
-        hook.submit(str(SCORING_JOB))
-        self.log.info("Scored %s with %s into %s", ", ".join(inputs), doc.deploy_name, output)
-        registry.mark_served(doc, model_location)  # from now on this version is immutable unless forced
+            location, predictions = publish_pipeline(registry, models, doc, run_key(context), Path(workdir))
+        registry.mark_served(doc, location)  # from now on this version is immutable unless forced
+        version = models.version_path(doc.model.slug, doc.model.version)
         deploy = DeployFacts(
             host_type="spark",
             host_port=conn.host or "local",
-            endpoint_url=model_location,
-            serialized_object=posixpath.basename(doc.executable),
-            deployed_at=started.isoformat(timespec="seconds"),
-            target=f"spark:{models.store.url(posixpath.dirname(target))}",
+            endpoint_url=location,
+            serialized_object=Path(doc.executable).name,
+            deployed_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            target=f"spark:{models.store.url(posixpath.dirname(version))}",
             scoring_url="",
+            output_schema=[{"name": column} for column in predictions],
             inputs=inputs,
             outputs=[output],
         )
         return doc.with_deploy(deploy).to_json()
+
+
+class SparkBatchScoreOperator(BaseOperator):
+    """Score the deployment's input datasets with its published pipeline: the scoring job submitted the
+    standard way, with the Spark provider's `SparkSubmitHook` on the Spark connection. A rerun rewrites
+    the deployment's own output. Returns the deployment document unchanged, for the register step.
+
+    :param document: the deployment document the Spark publish step returned (XCom).
+    :param spark_conn_id: the Spark provider's connection (master, deploy mode…) (templated).
+    """
+
+    template_fields: Sequence[str] = ("document", "spark_conn_id")
+    ui_color = "#fde6cf"
+
+    def __init__(self, *, document: Any, spark_conn_id: str = SPARK_CONN_ID, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.document = document
+        self.spark_conn_id = spark_conn_id
+
+    @cached_property
+    def hook(self) -> SparkSubmitHook:
+        from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
+
+        from model_governance.deploy.spark import scoring_arguments, submit_options
+
+        doc = as_document(self.document)
+        if doc.deploy is None:
+            raise ValueError("the pipeline is not published yet: run the Spark publish step first")
+        deploy = doc.deploy
+        predictions = [field["name"] for field in deploy.output_schema]
+        arguments = scoring_arguments(deploy.endpoint_url, deploy.inputs, deploy.outputs[0], predictions)
+        conn = SparkSubmitHook.get_connection(self.spark_conn_id)
+        return SparkSubmitHook(
+            conn_id=self.spark_conn_id,
+            name=f"score {doc.deploy_name}",
+            application_args=arguments,
+            **submit_options(conn),
+        )
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from model_governance.deploy.spark import SCORING_JOB
+
+        doc = as_document(self.document)
+        self.hook.submit(str(SCORING_JOB))
+        if doc.deploy is not None:
+            self.log.info(
+                "Scored %s with %s into %s",
+                ", ".join(doc.deploy.inputs),
+                doc.deploy_name,
+                doc.deploy.outputs[0],
+            )
+        return doc.to_json()

@@ -4,8 +4,9 @@
         --input a.csv --input b.parquet --output scored.parquet [--overwrite]
 
 Reads the inputs (CSV with a header row, or parquet, told apart by extension), scores their union, writes
-the input columns plus the prediction column as parquet, and prints one JSON line last on stdout:
-{"rows": N, "output": "...", "columns": [...]}.
+the input columns plus the prediction column(s) as parquet, and prints one JSON line last on stdout:
+{"rows": N, "output": "...", "columns": [...]}. The prediction columns are the pipeline's own (see
+`prediction_columns`) unless `--prediction-column` names them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2")
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
@@ -27,10 +29,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--input", required=True, action="append", dest="inputs",
                         help="a CSV (with header) or parquet dataset; repeat to score several together")
     parser.add_argument("--output", required=True, help="where the scored rows are written, as parquet")
-    parser.add_argument("--prediction-column", default="price_prediction")
+    parser.add_argument("--prediction-column", action="append", dest="prediction_columns", default=[],
+                        help="a column to keep besides the inputs; repeat for several (default: the pipeline's own)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing output (default: fail rather than clobber earlier scores)")
     return parser.parse_args(argv)
+
+
+def prediction_columns(stages: list[dict[str, Any]]) -> list[str]:
+    """The columns a pipeline predicts into, from its stages' params in order: every predictor's
+    `predictionCol`, then what later stages derive from one (IndexToString's label); without a predictor,
+    the last stage's `outputCol`(s). The deploy step reads the params from the saved metadata, this job
+    from the loaded stages: one rule for both."""
+    found: list[str] = []
+    for params in stages:
+        if params.get("predictionCol"):
+            found.append(str(params["predictionCol"]))
+        elif found and params.get("inputCol") in found and params.get("outputCol"):
+            found.append(str(params["outputCol"]))
+    if not found and stages:
+        last = stages[-1]
+        found = [str(last["outputCol"])] if last.get("outputCol") else [str(c) for c in last.get("outputCols") or []]
+    return found
+
+
+def stage_params(stage: Any) -> dict[str, Any]:
+    """A loaded stage's params, set or defaulted, by name."""
+    return {p.name: stage.getOrDefault(p) for p in stage.params if stage.isDefined(p)}
 
 
 def input_format(path: str) -> str:
@@ -82,8 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="score-batch-") as scratch:
             model = PipelineModel.load(unpack_model(args.model, scratch))
             rows = read_inputs(spark, args.inputs)
-            # Drop the pipeline's intermediate columns (indexes, vectors): consumers want inputs + prediction.
-            scored = model.transform(rows).select(*rows.columns, args.prediction_column)
+            predicted = args.prediction_columns or prediction_columns([stage_params(s) for s in model.stages])
+            if not predicted:
+                raise SystemExit(f"{args.model}: the pipeline names no prediction column; pass --prediction-column")
+            # Drop the pipeline's intermediate columns (indexes, vectors): consumers want inputs + predictions.
+            scored = model.transform(rows).select(*rows.columns, *predicted)
             scored.write.mode("overwrite" if args.overwrite else "errorifexists").parquet(args.output)
         # Count what was written rather than re-running the pipeline.
         written = spark.read.parquet(args.output)

@@ -1,0 +1,211 @@
+"""The Atlas `model` entity type (superType `Process`): its name, every attribute name, and its upgrades.
+
+The seed's typedef redeclared `qualifiedName`, `name`, `inputs` and `outputs`, which `Process` already
+has; Atlas 2.3+ refuses that (ATLAS-400-00-09E), so they are inherited here. The seed's dotted attribute
+names (`model.version`…) stay for existing users; every later attribute has a name without dots, because
+Atlas's DSL splits names on `.` and could not filter on them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from model_governance.exceptions import AtlasError
+
+if TYPE_CHECKING:
+    from model_governance.hooks.atlas import AtlasHook
+
+log = logging.getLogger(__name__)
+
+# -- type names -----------------------------------------------------------------------------------------
+MODEL_TYPE = "model"
+TYPE_VERSION = "2.0"
+ARTIFACTS_RELATIONSHIP = "model_artifacts"
+HDFS_PATH, FS_PATH, HIVE_TABLE, PROCESS = "hdfs_path", "fs_path", "hive_table", "Process"
+DEPLOYED, SUPERSEDED, RETIRED = "deployed", "superseded", "retired"
+
+# -- attributes `model` inherits (Referenceable, Asset, Process) ------------------------------------------
+QUALIFIED_NAME, NAME, DESCRIPTION, OWNER = "qualifiedName", "name", "description", "owner"
+INPUTS, OUTPUTS = "inputs", "outputs"
+# the `fs_path`/`hdfs_path` attributes this project sets
+PATH, IS_FILE, FILE_SIZE, CLUSTER_NAME = "path", "isFile", "fileSize", "clusterName"
+# the relationship's ends: model.artifacts <-> fs_path.modelDeployments
+ARTIFACTS, MODEL_DEPLOYMENTS = "artifacts", "modelDeployments"
+
+# -- the seed's attributes (dotted names, kept for existing users) ----------------------------------------
+DEPLOY_DATETIME = "deploy.datetime"
+DEPLOY_HOST_TYPE = "deploy.host.type"
+DEPLOY_HOST_DETAIL = "deploy.host.detail"
+DEPLOY_OBJ_SOURCE = "deploy.obj.source"
+MODEL_NAME_SEED = "model.name"
+MODEL_VERSION_SEED = "model.version"
+MODEL_TYPE_SEED = "model.type"
+MODEL_DESCRIPTION = "model.description"
+MODEL_OWNER = "model.owner"
+MODEL_OWNER_LOB = "model.owner.lob"
+MODEL_REGISTRY_URL = "model.registry.url"
+SEED_ATTRIBUTES = (
+    DEPLOY_DATETIME,
+    DEPLOY_HOST_TYPE,
+    DEPLOY_HOST_DETAIL,
+    DEPLOY_OBJ_SOURCE,
+    MODEL_NAME_SEED,
+    MODEL_VERSION_SEED,
+    MODEL_TYPE_SEED,
+    MODEL_DESCRIPTION,
+    MODEL_OWNER,
+    MODEL_OWNER_LOB,
+    MODEL_REGISTRY_URL,
+)
+
+# -- added after the seed: optional, so that an existing `model` type takes them with a plain update ------
+DEPLOY_STATUS = "deployStatus"  # deployed | superseded | retired
+DEPLOY_TIME = "deployTime"  # deploy.datetime as a date, for time-range searches
+HOST_TYPE = "hostType"
+ENDPOINT_URL = "endpointUrl"  # the scoring URL: legacy /transform, spring-boot /models/<name>/transform
+MODEL_NAME = "modelName"
+MODEL_VERSION = "modelVersion"
+MODEL_KIND = "modelType"
+OWNER_LOB = "ownerLob"
+SOURCE_LOCATION = "sourceLocation"
+SOURCE_KIND = "sourceKind"
+SOURCE_REVISION = "sourceRevision"  # commit SHA, archive sha256, or the folder manifest's sha256
+SERIALIZED_OBJECT_SHA256 = "serializedObjectSha256"
+REGISTRY_URL = "registryUrl"
+DAG_ID = "dagId"
+DAG_RUN_ID = "dagRunId"
+DEPLOY_TARGET = "deployTarget"  # what one deployment replaces: the serving host (legacy) or host + model name
+SUPERSEDED_BY = "supersededBy"  # qualifiedName of the deployment that replaced this one at its target
+ARTIFACT_CHECKSUMS = "artifactChecksums"  # registry path -> sha256, for every archived file
+ADDED_ATTRIBUTES: tuple[tuple[str, str], ...] = (
+    (DEPLOY_STATUS, "string"),
+    (DEPLOY_TIME, "date"),
+    (HOST_TYPE, "string"),
+    (ENDPOINT_URL, "string"),
+    (MODEL_NAME, "string"),
+    (MODEL_VERSION, "string"),
+    (MODEL_KIND, "string"),
+    (OWNER_LOB, "string"),
+    (SOURCE_LOCATION, "string"),
+    (SOURCE_KIND, "string"),
+    (SOURCE_REVISION, "string"),
+    (SERIALIZED_OBJECT_SHA256, "string"),
+    (REGISTRY_URL, "string"),
+    (DAG_ID, "string"),
+    (DAG_RUN_ID, "string"),
+    (DEPLOY_TARGET, "string"),
+    (SUPERSEDED_BY, "string"),
+    (ARTIFACT_CHECKSUMS, "map<string,string>"),
+)
+# what searches ask Atlas to return: every attribute of a deployment
+RETURNED_ATTRIBUTES = [
+    QUALIFIED_NAME,
+    NAME,
+    OWNER,
+    DESCRIPTION,
+    *SEED_ATTRIBUTES,
+    *(n for n, _ in ADDED_ATTRIBUTES),
+]
+
+
+def _attribute(name: str, type_name: str = "string", optional: bool = False) -> dict[str, Any]:
+    return {
+        "name": name,
+        "typeName": type_name,
+        "cardinality": "SINGLE",
+        "isUnique": False,
+        "isOptional": optional,
+        "isIndexable": True,
+    }
+
+
+def model_typedef() -> dict[str, Any]:
+    """The current `model` entity def."""
+    return {
+        "category": "ENTITY",
+        "name": MODEL_TYPE,
+        "description": "A deployment of a machine-learning model, registered by model-governance",
+        "typeVersion": TYPE_VERSION,
+        "superTypes": [PROCESS],
+        "attributeDefs": [_attribute(name) for name in SEED_ATTRIBUTES]
+        + [_attribute(name, type_name, optional=True) for name, type_name in ADDED_ATTRIBUTES],
+    }
+
+
+def artifacts_relationshipdef() -> dict[str, Any]:
+    """model.artifacts <-> fs_path.modelDeployments: click from a deployment to its archived files."""
+    end = {"isContainer": False, "cardinality": "SET", "isLegacyAttribute": False}
+    return {
+        "category": "RELATIONSHIP",
+        "name": ARTIFACTS_RELATIONSHIP,
+        "description": (
+            "The archived artifacts (registry folder, README, code, training data, serialized model) "
+            "of a model deployment"
+        ),
+        "typeVersion": "1.0",
+        "relationshipCategory": "ASSOCIATION",
+        "propagateTags": "NONE",
+        "endDef1": {"type": MODEL_TYPE, "name": ARTIFACTS, **end},
+        "endDef2": {"type": FS_PATH, "name": MODEL_DEPLOYMENTS, **end},
+    }
+
+
+def ensure_model_type(hook: AtlasHook) -> str:
+    """Create the `model` type, or add what an older one lacks; returns "created", "upgraded" or "current"."""
+    result = _ensure_entity_def(hook)
+    if hook.get_typedef(ARTIFACTS_RELATIONSHIP) is None:
+        try:
+            hook.create_typedefs({"relationshipDefs": [artifacts_relationshipdef()]})
+        except AtlasError as exc:
+            if exc.status != 409:
+                raise
+        result = "created" if result == "created" else "upgraded"
+    return result
+
+
+def _ensure_entity_def(hook: AtlasHook) -> str:
+    wanted = model_typedef()
+    existing = hook.get_typedef(MODEL_TYPE)
+    if existing is None:
+        try:
+            hook.create_typedefs({"entityDefs": [wanted]})
+            log.info("Created the Atlas type %r version %s", MODEL_TYPE, TYPE_VERSION)
+            return "created"
+        except AtlasError as exc:
+            if exc.status != 409:  # another run created it meanwhile: check it like any existing one
+                raise
+            existing = hook.get_typedef(MODEL_TYPE)
+            if existing is None:
+                raise
+    if existing.get("category", "ENTITY") != "ENTITY" or PROCESS not in existing.get("superTypes", []):
+        raise AtlasError(
+            f"Atlas already has a type {MODEL_TYPE!r} that is not an entity type with superType Process; "
+            "it cannot be upgraded"
+        )
+    have = {a["name"]: a for a in existing.get("attributeDefs", [])}
+    missing = []
+    for attr in wanted["attributeDefs"]:
+        current = have.get(attr["name"])
+        if current is None:
+            missing.append(attr)
+        elif current.get("typeName") != attr["typeName"]:
+            raise AtlasError(
+                f"Atlas type {MODEL_TYPE!r} attribute {attr['name']!r} is {current.get('typeName')}, "
+                f"this version needs {attr['typeName']}: it cannot be upgraded in place"
+            )
+    if not missing:
+        return "current"
+    upgraded = dict(existing)
+    # New attributes must be optional: Atlas refuses to add a mandatory one to a type that has entities.
+    upgraded["attributeDefs"] = existing["attributeDefs"] + [dict(a, isOptional=True) for a in missing]
+    upgraded["typeVersion"] = TYPE_VERSION
+    hook.update_typedefs({"entityDefs": [upgraded]})
+    log.info(
+        "Upgraded the Atlas type %r from %s to %s: added %s",
+        MODEL_TYPE,
+        existing.get("typeVersion"),
+        TYPE_VERSION,
+        ", ".join(a["name"] for a in missing),
+    )
+    return "upgraded"

@@ -1,0 +1,91 @@
+"""The deployment steps as every DAG wires them, written once: fetch → publish → deploy → register, and
+clean_up after all of them, whatever happened. Also the `default_args` the DAGs share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Callable
+
+from airflow.sdk import TriggerRule
+
+from model_governance.connections import ATLAS_CONN_ID, WEBHDFS_CONN_ID
+
+if TYPE_CHECKING:
+    from airflow.sdk import BaseOperator
+    from airflow.sdk.definitions.xcom_arg import XComArg
+
+# a service that is down for a minute does not fail the deployment; bad input fails at once anyway
+DEFAULT_ARGS: dict[str, Any] = {
+    "retries": 2,
+    "retry_delay": timedelta(seconds=20),
+    "retry_exponential_backoff": 2.0,
+}
+
+# Builds the deploy step on the published document; returns its first and its last task.
+DeployBuilder = Callable[["XComArg"], "tuple[BaseOperator, BaseOperator]"]
+
+
+@dataclass(frozen=True)
+class DeploymentSteps:
+    fetch: BaseOperator
+    publish: BaseOperator
+    deploy: BaseOperator  # the deploy step's last task
+    register: BaseOperator
+    clean_up: BaseOperator
+
+
+def deployment_steps(
+    *,
+    staging: Any,
+    registry_root: Any,
+    deploy: DeployBuilder,
+    host_type: Any = "microservice",
+    force: Any = False,
+    webhdfs_conn_id: Any = WEBHDFS_CONN_ID,
+    atlas_conn_id: Any = ATLAS_CONN_ID,
+) -> DeploymentSteps:
+    """Add the steps to the DAG or task group being defined; every argument may be a template or an XComArg.
+
+    :param staging: where the owner staged the model.
+    :param registry_root: the registry, `hdfs:///<path>` or a local folder.
+    :param deploy: builds the deploy step (task id `deploy_model` first) on the published document.
+    :param host_type: `microservice` or `spark`: what the fetch step checks the serialized model for.
+    :param force: replace a registry version that holds other content.
+    :param webhdfs_conn_id: the WebHDFS connection.
+    :param atlas_conn_id: the Atlas connection.
+    """
+    from model_governance.operators.atlas import AtlasCreateModelEntityOperator
+    from model_governance.operators.fetch import FetchStagingOperator
+    from model_governance.operators.registry import CleanUpRunOperator, PublishToRegistryOperator
+
+    fetch = FetchStagingOperator(
+        task_id="fetch_staging",
+        staging=staging,
+        registry_root=registry_root,
+        webhdfs_conn_id=webhdfs_conn_id,
+        host_type=host_type,
+        force=force,
+    )
+    publish = PublishToRegistryOperator(
+        task_id="push_to_registry",
+        document=fetch.output,
+        registry_root=registry_root,
+        webhdfs_conn_id=webhdfs_conn_id,
+        force=force,
+    )
+    first, last = deploy(publish.output)
+    register = AtlasCreateModelEntityOperator(
+        task_id="register_in_atlas", document=last.output, atlas_conn_id=atlas_conn_id
+    )
+    # Drops the pending upload and releases the model's deployment lock after every step, whichever failed
+    # (ALL_DONE: a lock taken by a fetch that then failed is released too). As a teardown it does not turn
+    # a failed run into a success, and clearing a step re-runs fetch_staging (its setup) with it, which
+    # uploads nothing when the version is archived.
+    clean_up = CleanUpRunOperator(
+        task_id="clean_up", registry_root=registry_root, webhdfs_conn_id=webhdfs_conn_id
+    )
+    clean_up.as_teardown(setups=fetch)
+    clean_up.trigger_rule = TriggerRule.ALL_DONE
+    [publish, first, last, register] >> clean_up
+    return DeploymentSteps(fetch, publish, last, register, clean_up)

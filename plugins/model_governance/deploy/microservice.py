@@ -1,0 +1,112 @@
+"""The `microservice` host type: deploy the archived bundle to MLeap serving, whichever API the server
+speaks, and never leave the endpoint worse than it was.
+
+- legacy mleap-serving swaps models only on a successful load; a model that loads but fails its checks
+  is replaced by the previous bundle again (its location comes from Atlas: the deployment registered at
+  this server) — see `legacy`;
+- mleap-spring-boot: verified under a temporary name, then swapped in — see `spring_boot`.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from model_governance.deploy import legacy, spring_boot
+from model_governance.deploy.delivery import deliver, deliver_previous
+from model_governance.deploy.verify import SAMPLE_REQUEST, parse_sample
+from model_governance.exceptions import DeployError
+from model_governance.metadata import DeployFacts, DeploymentDocument
+from model_governance.registry import Registry
+
+if TYPE_CHECKING:
+    from model_governance.atlas.queries import DeploymentRecord
+    from model_governance.hooks.atlas import AtlasHook
+    from model_governance.hooks.mleap import MLeapServingHook
+
+log = logging.getLogger(__name__)
+
+
+def serving_target(hook: MLeapServingHook, doc: DeploymentDocument) -> tuple[str, str]:
+    """(the model's name on the server, the target one deployment replaces). The legacy server holds one
+    model, so any deployment there replaces it; spring-boot serves by name."""
+    name = doc.model.endpoint or doc.model.slug
+    return name, hook.host_port if hook.api == "legacy" else f"{hook.host_port}/models/{name}"
+
+
+def read_sample(registry: Registry, doc: DeploymentDocument) -> dict[str, Any] | None:
+    """The staged sample request, read back from the registry; None when none was staged."""
+    if doc.registry is None or not any(e.path == SAMPLE_REQUEST for e in doc.manifest):
+        log.info("No %s staged: the model is checked by its schema only", SAMPLE_REQUEST)
+        return None
+    return parse_sample(registry.read_bytes(posixpath.join(doc.registry.path, SAMPLE_REQUEST)))
+
+
+def deploy_microservice(
+    hook: MLeapServingHook,
+    doc: DeploymentDocument,
+    *,
+    webhdfs_conn_id: str,
+    atlas: AtlasHook | None,
+    skip_current: bool,
+    load_timeout: float,
+) -> DeployFacts:
+    """Deliver the archived bundle, load it, confirm it serves and scores the sample; the deploy facts.
+
+    With `skip_current`, a model that already serves this exact bundle (as Atlas records it) is verified
+    and left alone (`unchanged`).
+    """
+    from model_governance.atlas.queries import current_deployment
+
+    if doc.registry is None:
+        raise DeployError("the model is not archived yet: publish it to the registry before deploying")
+    registry = Registry.from_root(doc.registry.root, webhdfs_conn_id)
+    name, target = serving_target(hook, doc)
+    current = current_deployment(atlas, target) if atlas is not None else None
+    entry = doc.executable_entry
+    bundle = deliver(
+        hook, registry, doc.registry.path, doc.model.slug, doc.model.version, doc.executable, entry.sha256
+    )
+    sample = read_sample(registry, doc)
+    facts = None
+    if skip_current and _serves_this(current, doc.model.qualified_name(hook.host_port), entry.sha256):
+        facts = _verify_current(hook, name, bundle, sample, load_timeout)
+        if facts is not None and current is not None:
+            facts.update(unchanged=True, deployed_at=current.deployed_at)
+    if facts is None and hook.api == "legacy":
+        previous = deliver_previous(hook, registry, current, webhdfs_conn_id)
+        facts = legacy.deploy(hook, bundle, previous, sample, load_timeout)
+    elif facts is None:
+        facts = spring_boot.deploy(hook, bundle, name, doc.work_key, sample, load_timeout)
+    registry.mark_served(doc, facts["scoring_url"])  # from now on this version is immutable unless forced
+    return DeployFacts(
+        host_type="microservice",
+        host_port=hook.host_port,
+        endpoint_url=f"{hook.url}/{doc.model.endpoint}",
+        serialized_object=posixpath.basename(doc.executable),
+        target=target,
+        **{"deployed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **facts},
+    )
+
+
+def _serves_this(current: DeploymentRecord | None, qualified_name: str, sha256: str) -> bool:
+    return (
+        current is not None
+        and current.qualified_name == qualified_name
+        and current.serialized_object_sha256 == sha256
+    )
+
+
+def _verify_current(
+    hook: MLeapServingHook, name: str, bundle: str, sample: dict[str, Any] | None, load_timeout: float
+) -> dict[str, Any] | None:
+    """Facts for a model that already serves this bundle and passes its checks; None to deploy it again."""
+    try:
+        if hook.api == "legacy":
+            return legacy.verify_current(hook, sample)
+        return spring_boot.verify_current(hook, name, bundle, sample, load_timeout)
+    except Exception as exc:  # whatever is wrong, a fresh deployment puts it right
+        log.warning("The current deployment does not verify (%s): deploying again", exc)
+        return None

@@ -1,0 +1,74 @@
+"""mleap-spring-boot (named models, asynchronous loads): the new bundle is loaded and scored under a
+temporary name first, then swapped in under the endpoint's name and scored again; if that fails, the
+previous bundle is loaded back.
+
+During the swap (from the unload until the new load finishes) the endpoint's transform answers 200 with
+`STATUS_ERROR` ("no model with name …"), as the real server does; requests that arrive while the new
+bundle loads wait for the load (measured: `make bench`, swap).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from model_governance.deploy.verify import check_scoring, output_names, spring_boot_facts
+
+if TYPE_CHECKING:
+    from model_governance.hooks.mleap import MLeapServingHook
+
+log = logging.getLogger(__name__)
+
+
+def deploy(
+    hook: MLeapServingHook,
+    uri: str,
+    name: str,
+    run_key: str,
+    sample: dict[str, Any] | None,
+    load_timeout: float,
+) -> dict[str, Any]:
+    """Verify `uri` under a candidate name, then serve it as `name`; the deploy facts back."""
+    candidate = f"{name}-candidate-{hashlib.sha256(run_key.encode()).hexdigest()[:8]}"
+    hook.unload_model(candidate)  # left over by an interrupted attempt of this run
+    hook.submit_model(candidate, uri)
+    try:
+        expected = output_names(
+            spring_boot_facts(hook.url, candidate, hook.wait_loaded(candidate, load_timeout))
+        )
+        if sample:
+            check_scoring(hook.transform_named(candidate, sample), sample, expected)
+    finally:
+        hook.unload_model(candidate)
+    previous = hook.get_model(name)
+    previous_uri = previous.get("uri") if previous else None
+    if previous_uri == uri:
+        log.info("%r already serves %s: reloading it", name, uri)
+    hook.unload_model(name)  # the swap's unserved window starts here
+    try:
+        hook.submit_model(name, uri)
+        facts = spring_boot_facts(hook.url, name, hook.wait_loaded(name, load_timeout))
+        if sample:
+            check_scoring(hook.transform_named(name, sample), sample, expected)
+    except Exception as exc:
+        log.error("The swap failed (%s): restoring %s", exc, previous_uri or "nothing")
+        hook.unload_model(name)
+        if previous_uri:
+            hook.submit_model(name, previous_uri)
+            hook.wait_loaded(name, load_timeout)
+        raise
+    return facts
+
+
+def verify_current(
+    hook: MLeapServingHook, name: str, uri: str, sample: dict[str, Any] | None, load_timeout: float
+) -> dict[str, Any] | None:
+    """Facts for `name` if it serves `uri` and passes its checks; None when it serves something else."""
+    model = hook.get_model(name)
+    if model is None or model.get("uri") != uri:
+        return None
+    facts = spring_boot_facts(hook.url, name, hook.wait_loaded(name, load_timeout))
+    if sample:
+        check_scoring(hook.transform_named(name, sample), sample, output_names(facts))
+    return facts
