@@ -81,7 +81,7 @@ FAULTS.update({
     "WebHDFS RetriableException on CREATE twice": (lambda s: s.webhdfs.fail_next(2, 403, op="CREATE", exception="RetriableException"), "survived"),
     "WebHDFS RENAME fails (publish)": (lambda s: s.webhdfs.fail_next(DOWN, 500, op="RENAME"), "rerun"),
     "WebHDFS OPEN fails (publish's read-back, deploy)": (lambda s: s.webhdfs.fail_next(DOWN, 503, op="OPEN"), "rerun"),
-    "MLeap answers 500 to the load": (lambda s: s.mleap.fail_next(1, 500), "rerun"),
+    "MLeap answers 500 to the load": (lambda s: s.mleap.fail_next(1, 500, method="PUT"), "rerun"),
     "MLeap answers 502 twice": (lambda s: s.mleap.fail_next(2, 502), "survived"),
     "Atlas answers 500 once": (lambda s: s.atlas.fail_next(1, 500), "survived"),
 })

@@ -358,7 +358,7 @@ class _Handler(StandInHandler):
         return self.server.stand_in  # type: ignore[attr-defined]
 
     def _dispatch(self) -> None:
-        status, delay = self.stand_in._take_fault()
+        status, delay = self.stand_in._take_fault(self.command)
         if delay:
             time.sleep(delay)
         if self.stand_in.api == "spring-boot" and not (self.headers.get("timeout") or "0").isdigit():
@@ -605,6 +605,7 @@ class MLeapStandIn:
         self.model: Bundle | None = None  # legacy: the one model
         self.models: dict[str, dict[str, Any]] = {}  # spring-boot: name -> entry
         self._fail_count, self._fail_status, self._hang, self._fail_transforms = 0, 503, 0.0, 0
+        self._fail_method: str | None = None
         self._fail_transforms_after_load = 0
         self.server = StandInServer(LegacyHandler if api == "legacy" else SpringBootHandler, host, port, verbose)
         self.server.stand_in = self  # type: ignore[attr-defined]
@@ -627,10 +628,10 @@ class MLeapStandIn:
         self.stop()
 
     # -- fault switches for tests ---------------------------------------------------------------------------
-    def fail_next(self, n: int, status: int = 503) -> None:
-        """The next n requests answer `status` with an empty body."""
+    def fail_next(self, n: int, status: int = 503, method: str | None = None) -> None:
+        """The next n requests (of `method` only, when given) answer `status` with an empty body."""
         with self.lock:
-            self._fail_count, self._fail_status = n, status
+            self._fail_count, self._fail_status, self._fail_method = n, status, method
 
     def hang(self, seconds: float) -> None:
         """The next request sleeps this long before it is answered."""
@@ -648,10 +649,10 @@ class MLeapStandIn:
         if self._fail_transforms_after_load:
             self._fail_transforms, self._fail_transforms_after_load = self._fail_transforms_after_load, 0
 
-    def _take_fault(self) -> tuple[int | None, float]:
+    def _take_fault(self, method: str) -> tuple[int | None, float]:
         with self.lock:
             delay, self._hang = self._hang, 0.0
-            if self._fail_count:
+            if self._fail_count and self._fail_method in (None, method):
                 self._fail_count -= 1
                 return self._fail_status, delay
         return None, delay

@@ -312,7 +312,7 @@ def test_memory_timeout_unloads_an_idle_model_and_any_request_keeps_it(both, mod
 def test_the_hook_drives_the_real_runtime(real, monkeypatch):
     from model_governance.exceptions import ModelLoadError, ModelVerificationError
     from model_governance.hooks.mleap import MLeapServingHook
-    from model_governance.operators.mleap import check_scoring
+    from model_governance.deploy.verify import check_scoring
 
     connection = real.connection()
     monkeypatch.setenv("AIRFLOW_CONN_MLEAP_REAL", json.dumps(connection))
