@@ -14,7 +14,7 @@ import io
 import json
 import posixpath
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from model_governance.registry import Registry
@@ -47,7 +47,7 @@ def append(registry: Registry, slug: str, event: str, version: str, **facts: Any
     record = {
         "seq": len(lines) + 1,
         "event": event,
-        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "version": version,
         **{key: value for key, value in facts.items() if value is not None},
         "prev": line_hash(lines[-1]) if lines else GENESIS,
@@ -84,11 +84,14 @@ def verify(lines: list[bytes]) -> Verdict:
             return Verdict(False, len(lines), number, "not a JSON object")
         if record.get("prev") != previous:
             return Verdict(
-                False, len(lines), number,
+                False,
+                len(lines),
+                number,
                 "the line before it was edited or deleted (its hash does not match this line's prev)",
             )
         if record.get("seq") != number:
-            return Verdict(False, len(lines), number, f"sequence number {record.get('seq')!r}, expected {number}")
+            found = record.get("seq")
+            return Verdict(False, len(lines), number, f"sequence number {found!r}, expected {number}")
         if record.get("event") not in EVENTS:
             return Verdict(False, len(lines), number, f"unknown event {record.get('event')!r}")
         previous = line_hash(line)

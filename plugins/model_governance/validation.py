@@ -40,12 +40,14 @@ def check_validation(props: Mapping[str, str], source: str, today: date) -> Vali
     missing = [key for key in required if not given.get(key)]
     if missing:
         raise MetadataError(
-            f"{source}: validation is recorded in part: set {', '.join(missing)} too (or none of {', '.join(required)})"
+            f"{source}: validation is recorded in part: set {', '.join(missing)} too "
+            f"(or none of {', '.join(required)})"
         )
     status = given[STATUS_KEY].lower()
     if status != APPROVED:
         raise MetadataError(
-            f"{source}: {STATUS_KEY} is {given[STATUS_KEY]!r}: only an '{APPROVED}' validation may be deployed"
+            f"{source}: {STATUS_KEY} is {given[STATUS_KEY]!r}: "
+            f"only an '{APPROVED}' validation may be deployed"
         )
     try:
         until = date.fromisoformat(given[VALID_UNTIL_KEY])
