@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from airflow.sdk import DAG, Param
+
 from model_governance.connections import SPARK_CONN_ID
 from model_governance.dag_steps import DEFAULT_ARGS, deployment_steps
 from model_governance.operators.spark import SparkBatchScoreOperator, SparkPublishPipelineOperator

@@ -17,6 +17,7 @@ no Atlas entity exists for a model that does not serve. Trigger from the UI form
 from __future__ import annotations
 
 from airflow.sdk import DAG, Param
+
 from model_governance.connections import MLEAP_CONN_ID
 from model_governance.dag_steps import DEFAULT_ARGS, deployment_steps
 from model_governance.operators.mleap import MLeapDeployOperator

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 
 from airflow.sdk import DAG, task, task_group
+
 from model_governance.dag_steps import DEFAULT_ARGS, deployment_steps
 from model_governance.operators.mleap import MLeapDeployOperator
 

@@ -3,9 +3,10 @@ clean_up after all of them, whatever happened. Also the `default_args` the DAGs 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import TriggerRule
 

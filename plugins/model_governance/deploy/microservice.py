@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import posixpath
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from model_governance.deploy import legacy, spring_boot
@@ -87,7 +87,7 @@ def deploy_microservice(
         endpoint_url=f"{hook.url}/{doc.model.endpoint}",
         serialized_object=posixpath.basename(doc.executable),
         target=target,
-        **{"deployed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **facts},
+        **{"deployed_at": datetime.now(UTC).isoformat(timespec="seconds"), **facts},
     )
 
 

@@ -65,7 +65,7 @@ class RestHook(HttpHook):
         return float(self.extras.get("timeout", self.default_timeout))
 
     def _configure_session_from_extra(
-        self, session: requests.Session, connection: Any, extra_options: dict[str, Any] | None = None
+        self, session: requests.Session, connection: Any, extra_options: dict[str, Any]
     ) -> requests.Session:
         # HttpHook sends every extra it does not know as a header: not this hook's own settings.
         session = super()._configure_session_from_extra(session, connection, extra_options)

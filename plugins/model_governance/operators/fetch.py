@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from airflow.sdk import BaseOperator
 
@@ -16,7 +17,7 @@ HOST_TYPES = ("microservice", "spark")
 
 
 class FetchStagingOperator(BaseOperator):
-    """Fetch `staging` into a private working folder, validate it, and upload it to `<registry>/.pending/<run>/`.
+    """Fetch `staging` into a private working folder, validate it, upload it to `<registry>/.pending/<run>/`.
 
     Returns the deployment document (model metadata, source, manifest) for the next steps. Nothing of the
     working folder outlives the task: later tasks may run on other workers and read the registry instead.
@@ -60,19 +61,30 @@ class FetchStagingOperator(BaseOperator):
             staged = stage(self.staging, Path(workdir), require_endpoint=self.host_type == "microservice")
             self.log.info(
                 "Staged %s %s from %s (%s): %d files, %d bytes; serialized model %s",
-                staged.metadata.name, staged.metadata.version, staged.source.location, staged.source.revision,
-                len(staged.manifest), sum(e.size for e in staged.manifest), staged.executable,
+                staged.metadata.name,
+                staged.metadata.version,
+                staged.source.location,
+                staged.source.revision,
+                len(staged.manifest),
+                sum(e.size for e in staged.manifest),
+                staged.executable,
             )
             registry.check_owner(staged.metadata)  # another model's folder: refused before the lock is taken
             holder = {"dag_id": dag_id, "dag_run_id": context["run_id"], "model": staged.metadata.name}
-            registry.acquire_lock(staged.metadata.slug, key, holder_info=holder, is_running=dag_run_is_running)
+            registry.acquire_lock(
+                staged.metadata.slug, key, holder_info=holder, is_running=dag_run_is_running
+            )
             try:  # released here if this step fails; by the clean-up task otherwise
                 with users_paths(staged.folder, staged.source.location):
                     if self.host_type == "microservice":
                         bundle = validate_mleap_bundle(staged.folder / staged.executable)
-                        self.log.info("MLeap bundle %s: %s format, MLeap %s", bundle.name, bundle.format, bundle.version)
+                        self.log.info(
+                            "MLeap bundle %s: %s format, MLeap %s", bundle.name, bundle.format, bundle.version
+                        )
                     else:
-                        self.log.info("Spark pipeline: %s", validate_spark_pipeline(staged.folder / staged.executable))
+                        self.log.info(
+                            "Spark pipeline: %s", validate_spark_pipeline(staged.folder / staged.executable)
+                        )
                 if registry.already_published(staged.metadata, staged.manifest, force):
                     self.log.info("The registry already holds this exact version: nothing to upload")
                 else:
@@ -127,7 +139,11 @@ def dag_run_is_running(holder: dict[str, Any]) -> bool | None:
         state = RuntimeTaskInstance.get_dagrun_state(dag_id, run_id)
     except Exception as exc:  # AirflowRuntimeError carries the API server's answer
         detail = getattr(getattr(exc, "error", None), "detail", None)
-        status = detail.get("status_code") if isinstance(detail, dict) else getattr(getattr(exc, "response", None), "status_code", None)
+        status = (
+            detail.get("status_code")
+            if isinstance(detail, dict)
+            else getattr(getattr(exc, "response", None), "status_code", None)
+        )
         if status == 404 or "was not found" in str(exc):
             return False  # the run was deleted: it will never release the lock
         return None
