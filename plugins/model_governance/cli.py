@@ -208,8 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     devstack.set_defaults(func=cmd_devstack)
 
+    # what the Atlas commands share
+    atlas_options = argparse.ArgumentParser(add_help=False)
+    atlas_options.add_argument("--json", action="store_true", help="JSON instead of a table")
+    atlas_options.add_argument("--atlas-conn-id", default=ATLAS_CONN_ID, help="the Atlas connection")
+
     deployments = commands.add_parser(
         "deployments",
+        parents=[atlas_options],
         help="list model deployments from Atlas, newest first",
         description="List model deployments registered in Atlas, newest first. Filters combine with AND.",
     )
@@ -225,20 +231,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     deployments.add_argument("--status", default="all", choices=["all", "deployed", "superseded", "retired"])
     deployments.add_argument("--limit", type=positive_int, default=100, help="at most this many (1 or more)")
-    deployments.add_argument("--json", action="store_true", help="a JSON list, one object per deployment")
-    deployments.add_argument("--atlas-conn-id", default=ATLAS_CONN_ID)
     deployments.set_defaults(func=cmd_deployments)
 
     trace = commands.add_parser(
         "trace",
+        parents=[atlas_options],
         help="show one deployment: owner, project, artifacts with sha256, what it superseded",
         description="Trace a deployment to its owner, README, code, training data and serialized object.",
     )
     trace.add_argument(
         "deployment", type=non_empty, help="a guid, a qualifiedName, or a name (the newest deployment of it)"
     )
-    trace.add_argument("--json", action="store_true")
-    trace.add_argument("--atlas-conn-id", default=ATLAS_CONN_ID)
     trace.set_defaults(func=cmd_trace)
     return parser
 

@@ -35,6 +35,13 @@ def staging_param(default: str, holds: str = "") -> Any:
     )
 
 
+def conn_param(default: str, title: str, description: str) -> Any:
+    """An Airflow connection id the run uses."""
+    from airflow.sdk import Param
+
+    return Param(default, type="string", minLength=1, title=title, description=description)
+
+
 def registry_params() -> dict[str, Any]:
     """registry_root, force, and the WebHDFS and Atlas connections."""
     from airflow.sdk import Param
@@ -59,18 +66,20 @@ def registry_params() -> dict[str, Any]:
                 "Publish even if the registry holds this model version with different content (replaces it)."
             ),
         ),
-        "webhdfs_conn_id": Param(
+        "webhdfs_conn_id": conn_param(
             WEBHDFS_CONN_ID,
-            type="string",
-            minLength=1,
-            title="WebHDFS connection",
-            description="Airflow connection of the HDFS namenode(s), used when the registry is on HDFS.",
+            "WebHDFS connection",
+            "Airflow connection of the HDFS namenode(s), used when the registry is on HDFS.",
         ),
-        "atlas_conn_id": Param(
+        "atlas_conn_id": conn_param(
             ATLAS_CONN_ID,
-            type="string",
-            minLength=1,
-            title="Atlas connection",
-            description="Airflow connection of Apache Atlas (type atlas, or http; basic auth).",
+            "Atlas connection",
+            "Airflow connection of Apache Atlas (type atlas, or http; basic auth).",
         ),
     }
+
+
+def step_arguments() -> dict[str, str]:
+    """`deployment_steps` arguments as templates of the params `staging_param` and `registry_params` make."""
+    names = ("staging", "registry_root", "force", "webhdfs_conn_id", "atlas_conn_id")
+    return {name: f"{{{{ params.{name} }}}}" for name in names}

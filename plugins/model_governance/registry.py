@@ -24,9 +24,10 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
+from model_governance.connections import WEBHDFS_CONN_ID
 from model_governance.exceptions import RegistryConflictError, RegistryError
 from model_governance.metadata import (
     DeploymentDocument,
@@ -44,6 +45,8 @@ PENDING_DIR = ".pending"
 TRASH_DIR = ".trash"
 LOCKS_DIR = ".locks"
 SERVED_DIR = ".served"
+T = TypeVar("T")
+
 CHUNK = 1024 * 1024
 UPLOAD_CHUNK = 64 * 1024  # a request body goes out in chunks of this size, as the hdfs client sends them
 PROGRESS_EVERY_BYTES = 256 * 1024 * 1024
@@ -188,7 +191,7 @@ class WebHDFSStore:
         query = "op=OPEN" + (f"&user.name={quote(self.user)}" if self.user else "")
         return f"{self.client.url.rstrip('/')}/webhdfs/v1{quote(path)}?{query}"
 
-    def _retry(self, call: Any, what: str) -> Any:
+    def _retry(self, call: Callable[[], T], what: str) -> T:
         return with_retries(call, f"WebHDFS {what}", transient=is_transient_hdfs)
 
     def url(self, path: str) -> str:
@@ -341,7 +344,7 @@ class Registry:
 
     @classmethod
     def from_root(
-        cls, registry_root: str, webhdfs_conn_id: str = "webhdfs_default", parallelism: int = 4
+        cls, registry_root: str, webhdfs_conn_id: str = WEBHDFS_CONN_ID, parallelism: int = 4
     ) -> Registry:
         """`hdfs:///path` (the namenode comes from the WebHDFS connection; `hdfs://<that namenode>/path`
         too), `file:///path` or `/path` (dev mode). Anything else is refused, never guessed."""

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit, urlunsplit
 
+from model_governance.connections import STAGING_CONN_ID
 from model_governance.exceptions import StagingError
 from model_governance.metadata import METADATA_FILE, ManifestEntry, ModelMetadata, SourceInfo
 
@@ -698,10 +699,10 @@ def safe_extract(
                         f"{archive.name}: {member.name!r} is a device, FIFO or other special file"
                     )
                 else:
-                    stream = tf.extractfile(member)
-                    if stream is None:  # tarfile has no stream for anything but a regular file
+                    content = tf.extractfile(member)
+                    if content is None:  # tarfile has no stream for anything but a regular file
                         raise StagingError(f"{archive.name}: {member.name!r} cannot be read")
-                    copy(stream, path, member.name)
+                    copy(content, path, member.name)
     else:
         raise StagingError(f"{archive.name}: not a zip or tar archive")
     entries = [p for p in target.iterdir() if p.name not in IGNORED_NAMES]
@@ -715,7 +716,7 @@ def stage(
     workdir: Path,
     require_endpoint: bool = True,
     staging_root: Path | None = None,
-    conn_id: str | None = "staging_default",
+    conn_id: str | None = STAGING_CONN_ID,
 ) -> StagedModel:
     """Fetch the staged model into workdir and verify it: step 2a up to, not including, the upload.
 

@@ -6,14 +6,20 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from model_governance.connections import WEBHDFS_CONN_ID
 from model_governance.exceptions import InvalidInputError
 from model_governance.operators._args import as_bool, run_key
 
 HOST_TYPES = ("microservice", "spark")
+
+if TYPE_CHECKING:
+    from airflow.sdk.types import Logger
+
+    from model_governance.registry import Registry
 
 
 class FetchStagingOperator(BaseOperator):
@@ -33,7 +39,7 @@ class FetchStagingOperator(BaseOperator):
         *,
         staging: str,
         registry_root: str,
-        webhdfs_conn_id: str = "webhdfs_default",
+        webhdfs_conn_id: str = WEBHDFS_CONN_ID,
         host_type: str = "microservice",
         force: bool | str = False,
         **kwargs: Any,
@@ -116,7 +122,7 @@ def one_line_errors() -> Iterator[None]:
         raise type(exc)(text.replace("\r", "\\r").replace("\n", "\\n")) from None
 
 
-def release_run(registry: Any, key: str, log: Any) -> None:
+def release_run(registry: Registry, key: str, log: Logger) -> None:
     """Drop the run's pending upload and release its model lock; never raises over the error being handled."""
     try:
         if registry.discard_pending(key):

@@ -7,6 +7,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
+from model_governance.connections import WEBHDFS_CONN_ID
 from model_governance.operators._args import as_bool, as_document, run_key
 
 
@@ -24,7 +25,7 @@ class PublishToRegistryOperator(BaseOperator):
         *,
         document: Any,
         registry_root: str,
-        webhdfs_conn_id: str = "webhdfs_default",
+        webhdfs_conn_id: str = WEBHDFS_CONN_ID,
         force: bool | str = False,
         **kwargs: Any,
     ) -> None:
@@ -51,9 +52,7 @@ class CleanUpRunOperator(BaseOperator):
     template_fields: Sequence[str] = ("registry_root", "webhdfs_conn_id")
     ui_color = "#eeeeee"
 
-    def __init__(
-        self, *, registry_root: str, webhdfs_conn_id: str = "webhdfs_default", **kwargs: Any
-    ) -> None:
+    def __init__(self, *, registry_root: str, webhdfs_conn_id: str = WEBHDFS_CONN_ID, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.registry_root = registry_root
         self.webhdfs_conn_id = webhdfs_conn_id
