@@ -15,7 +15,6 @@ The same framework steps as `model_deployment`, for the `spark` host type:
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from airflow.sdk import DAG, Param
@@ -29,7 +28,6 @@ if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
     from airflow.sdk.definitions.xcom_arg import XComArg
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"  # the defaults run the shipped example
 DATASET_HELP = (
     "hdfs://<namenode>/<path>, a path the Spark job reads (local mode), "
     "or hive:<db>.<table> (a table Atlas's Hive hook registered)"
@@ -67,8 +65,8 @@ with DAG(
         "staging": staging_param(
             "rental-pricing-batch", " (executable/ holds the saved Spark ML pipeline, zipped)"
         ),
+        # no defaults: the datasets are the run's own (the form asks for them)
         "inputs": Param(
-            [str(EXAMPLES / "batch-input" / "listings_to_score.csv")],
             type="array",
             items={"type": "string", "minLength": 1},
             minItems=1,
@@ -76,7 +74,6 @@ with DAG(
             description=f"What the scoring job reads: {DATASET_HELP}.",
         ),
         "output": Param(
-            "/tmp/model-governance/rental-pricing-scores",
             type="string",
             minLength=1,
             title="Output dataset",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -174,3 +175,20 @@ def test_bundle_validation(tmp_path):
         archive.writestr("bundle.json", '{"name":"n","format":"json","version":"0.8","timestamp":"t"}')
     with pytest.raises(BundleError, match="bundle.json lacks uid"):
         validate_mleap_bundle(no_uid)
+
+
+def test_no_product_default_points_into_the_checkout(monkeypatch):
+    """Relative staging values resolve under a system path unless configured; the batch DAG's datasets are
+    the run's own (no example paths, no /tmp)."""
+    from model_governance.staging import DEFAULT_STAGING_ROOT, default_staging_root
+    from tests.helpers import PROJECT, load_dag
+
+    monkeypatch.delenv("MODEL_GOVERNANCE_STAGING_ROOT", raising=False)
+    assert default_staging_root() == DEFAULT_STAGING_ROOT == Path("/srv/model-governance/staging")
+    assert resolve_source("m1") == "/srv/model-governance/staging/m1"
+    params = load_dag("model_batch_deployment").params
+    for name in ("inputs", "output"):
+        assert not params.get_param(name).has_value, name
+    for dag_id in ("model_deployment", "model_batch_deployment"):
+        for name, value in load_dag(dag_id).params.dump().items():
+            assert str(PROJECT) not in str(value) and "/tmp" not in str(value), (dag_id, name, value)

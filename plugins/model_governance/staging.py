@@ -28,6 +28,7 @@ from model_governance.metadata import METADATA_FILE, ManifestEntry, ModelMetadat
 log = logging.getLogger(__name__)
 
 STAGING_ROOT_ENV = "MODEL_GOVERNANCE_STAGING_ROOT"
+DEFAULT_STAGING_ROOT = Path("/srv/model-governance/staging")  # where owners stage models, unless configured
 README_FILE = "README.md"
 EXECUTABLE_DIR = "executable"
 RECOMMENDED_DIRS = ("code", "trainingdata")
@@ -36,11 +37,12 @@ HASH_CHUNK = 1024 * 1024
 
 
 def default_staging_root() -> Path:
-    """Where relative `staging` params are looked up: $MODEL_GOVERNANCE_STAGING_ROOT, else the shipped examples."""
+    """Where relative `staging` params are looked up: $MODEL_GOVERNANCE_STAGING_ROOT, else
+    /srv/model-governance/staging (never a folder of the source checkout: `make demo`, the tests set it)."""
     configured = os.environ.get(STAGING_ROOT_ENV)
     if configured:
         return Path(configured)
-    return Path(__file__).resolve().parents[2] / "examples" / "staging"
+    return DEFAULT_STAGING_ROOT
 
 
 def resolve_source(staging: str, staging_root: Path | None = None) -> str:
