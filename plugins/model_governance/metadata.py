@@ -316,9 +316,9 @@ class DeploymentDocument:
     deploy: DeployFacts | None = None
     run_key: str = ""  # the run id, plus the map index in a mapped task group: its pending upload and lock
 
-    @property
-    def work_key(self) -> str:
-        return self.run_key or self.run_id
+    def __post_init__(self) -> None:
+        if not self.run_key:  # a document of a run that is not mapped: its key is its run id
+            object.__setattr__(self, "run_key", self.run_id)
 
     @property
     def deploy_name(self) -> str:

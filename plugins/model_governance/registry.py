@@ -296,10 +296,10 @@ class ProgressReader:
         return iter(lambda: self.read(UPLOAD_CHUNK), b"")
 
 
-def run_path_segment(run_id: str) -> str:
-    """A run id as one path segment HDFS accepts (no `:`), still unique: Airflow run ids hold `:` and `+`."""
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", run_id)
-    return f"{safe}-{hashlib.sha256(run_id.encode()).hexdigest()[:8]}"
+def run_path_segment(run_key: str) -> str:
+    """A run key as one path segment HDFS accepts (no `:`), still unique: Airflow run ids hold `:` and `+`."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", run_key)
+    return f"{safe}-{hashlib.sha256(run_key.encode()).hexdigest()[:8]}"
 
 
 def describe_holder(holder: dict[str, Any]) -> str:
@@ -385,8 +385,8 @@ class Registry:
     def version_path(self, slug: str, version: str) -> str:
         return posixpath.join(self.root, slug, version)
 
-    def pending_path(self, run_id: str) -> str:
-        return posixpath.join(self.root, PENDING_DIR, run_path_segment(run_id))
+    def pending_path(self, run_key: str) -> str:
+        return posixpath.join(self.root, PENDING_DIR, run_path_segment(run_key))
 
     def published_manifest(self, slug: str, version: str) -> list[ManifestEntry] | None:
         """The files of a published version, or None if the version is not there."""
@@ -451,9 +451,9 @@ class Registry:
         return not record.get("serving_recorded") or self.store.exists(self.served_marker(slug, version))
 
     # -- fetch: upload to the pending area ---------------------------------------------------------------
-    def upload_pending(self, run_id: str, folder: Path, manifest: tuple[ManifestEntry, ...]) -> int:
+    def upload_pending(self, run_key: str, folder: Path, manifest: tuple[ManifestEntry, ...]) -> int:
         """Upload the staged snapshot to the run's pending folder; returns bytes uploaded."""
-        pending = self.pending_path(run_id)
+        pending = self.pending_path(run_key)
         self.store.delete(pending)  # a retry starts clean
         started = time.monotonic()
         try:
@@ -487,8 +487,8 @@ class Registry:
 
         with_retries(upload, f"upload of {entry.path}", transient=is_transient_hdfs)
 
-    def discard_pending(self, run_id: str) -> bool:
-        return self.store.delete(self.pending_path(run_id))
+    def discard_pending(self, run_key: str) -> bool:
+        return self.store.delete(self.pending_path(run_key))
 
     # -- one deployment of a model at a time ---------------------------------------------------------------
     def lock_path(self, slug: str) -> str:
@@ -497,7 +497,7 @@ class Registry:
     def acquire_lock(
         self,
         slug: str,
-        run_id: str,
+        run_key: str,
         wait: float = 900.0,
         stale_after: float = 6 * 3600,
         poll: float = 5.0,
@@ -512,7 +512,8 @@ class Registry:
         `stale_after` whose run cannot be asked about is broken with a warning.
         """
         path = self.lock_path(slug)
-        claim = json.dumps({"run_id": run_id, "since": time.time(), **(holder_info or {})}).encode()
+        # the lock file's "run_id" holds the run key: the stored name stays, so earlier locks still match
+        claim = json.dumps({"run_id": run_key, "since": time.time(), **(holder_info or {})}).encode()
         deadline = time.monotonic() + wait
         while not self.store.create_exclusive(path, claim):
             holder = self._lock_holder(path)
@@ -521,8 +522,8 @@ class Registry:
                     raise RegistryError(f"could not take the deployment lock {self.store.url(path)}")
                 time.sleep(min(poll, 0.5))
                 continue
-            if holder.get("run_id") == run_id:
-                self._note_held(slug, run_id)
+            if holder.get("run_id") == run_key:
+                self._note_held(slug, run_key)
                 return
             age = time.time() - float(holder.get("since", 0))
             who = describe_holder(holder)
@@ -543,25 +544,25 @@ class Registry:
                 )
             log.info("Waiting for %s, which holds the deployment lock of %s (for %.0f s)", who, slug, age)
             time.sleep(poll)
-        self._note_held(slug, run_id)
+        self._note_held(slug, run_key)
 
     def _break_lock(self, path: str, holder: dict[str, Any]) -> None:
         """Delete a lock, unless it changed hands since it was read (then the next loop looks again)."""
         if self._lock_holder(path) == holder:
             self.store.delete(path)
 
-    def _held_note(self, run_id: str, slug: str = "") -> str:
-        return posixpath.join(self.root, LOCKS_DIR, f".held.{run_path_segment(run_id)}.{slug}")
+    def _held_note(self, run_key: str, slug: str = "") -> str:
+        return posixpath.join(self.root, LOCKS_DIR, f".held.{run_path_segment(run_key)}.{slug}")
 
-    def _note_held(self, slug: str, run_id: str) -> None:
+    def _note_held(self, slug: str, run_key: str) -> None:
         """An empty file naming the run and the model next to the lock: the clean-up finds the run's locks
         by listing, so it releases them even when the registry cannot be read (WebHDFS OPEN failing)."""
         try:
-            self.store.write_file(self._held_note(run_id, slug), io.BytesIO(b""), 0)
+            self.store.write_file(self._held_note(run_key, slug), io.BytesIO(b""), 0)
         except Exception as exc:  # the lock's own content still names the run
-            log.warning("Could not note the lock of %s for run %s (%s)", slug, run_id, exc)
+            log.warning("Could not note the lock of %s for run %s (%s)", slug, run_key, exc)
 
-    def release_locks(self, run_id: str) -> list[str]:
+    def release_locks(self, run_key: str) -> list[str]:
         """Release every model lock this run holds (the clean-up knows the run, not always the model).
 
         A lock is this run's if its content says so; if its content cannot be read, if the run noted it
@@ -569,7 +570,7 @@ class Registry:
         folder = posixpath.join(self.root, LOCKS_DIR)
         if not self.store.is_dir(folder):
             return []
-        prefix = posixpath.basename(self._held_note(run_id))
+        prefix = posixpath.basename(self._held_note(run_key))
         names = list(self.store.list_files(folder))
         held = {name[len(prefix) :] for name in names if name.startswith(prefix)}
         released = []
@@ -579,7 +580,7 @@ class Registry:
             path, slug = posixpath.join(folder, name), name.removesuffix(".lock")
             try:
                 holder = json.loads(self.read_bytes(path))
-                mine = isinstance(holder, dict) and holder.get("run_id") == run_id
+                mine = isinstance(holder, dict) and holder.get("run_id") == run_key
             except ValueError:
                 mine = slug in held
             except Exception:
@@ -589,7 +590,7 @@ class Registry:
             if mine and self.store.delete(path):
                 released.append(slug)
         for slug in held:
-            self.store.delete(self._held_note(run_id, slug))
+            self.store.delete(self._held_note(run_key, slug))
         return released
 
     def _lock_holder(self, path: str) -> dict[str, Any] | None:
@@ -667,7 +668,7 @@ class Registry:
     def publish(self, doc: DeploymentDocument, force: bool = False) -> RegistryInfo:
         """Put the run's pending upload in place as the model version, or confirm that version is there."""
         target = self.version_path(doc.model.slug, doc.model.version)
-        pending = self.pending_path(doc.work_key)
+        pending = self.pending_path(doc.run_key)
         if self.already_published(doc.model, doc.manifest, force):
             log.info("%s already holds this exact content: nothing to publish", self.store.url(target))
             self.store.delete(pending)
@@ -679,7 +680,7 @@ class Registry:
         self.verify(pending, doc.manifest)
         self._write_manifest(pending, doc)
         if self.store.exists(target):  # the old content differs, and force or it never served
-            self._replace(pending, target, doc.work_key)
+            self._replace(pending, target, doc.run_key)
         else:
             self._rename_into_place(pending, target)
         self.verify(target, doc.manifest)
@@ -731,9 +732,9 @@ class Registry:
         ):
             raise RegistryError(f"rename of {self.store.url(src)} to {self.store.url(dst)} failed")
 
-    def _replace(self, pending: str, target: str, run_id: str) -> None:
+    def _replace(self, pending: str, target: str, run_key: str) -> None:
         """`force`: move the old version aside, rename the new one in, then drop the old (or restore it)."""
-        aside = posixpath.join(self.root, TRASH_DIR, run_path_segment(run_id))
+        aside = posixpath.join(self.root, TRASH_DIR, run_path_segment(run_key))
         self.store.makedirs(posixpath.dirname(aside))
         self.store.delete(aside)
         if not self.store.rename(target, aside):

@@ -79,7 +79,7 @@ def deploy_microservice(
         previous = deliver_previous(hook, registry, current, webhdfs_conn_id)
         facts = legacy.deploy(hook, bundle, previous, sample, load_timeout)
     elif facts is None:
-        facts = spring_boot.deploy(hook, bundle, name, doc.work_key, sample, load_timeout)
+        facts = spring_boot.deploy(hook, bundle, name, doc.run_key, sample, load_timeout)
     registry.mark_served(doc, facts["scoring_url"])  # from now on this version is immutable unless forced
     return DeployFacts(
         host_type="microservice",
