@@ -229,7 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
     deployments.add_argument(
         "--until", type=iso_time, help="deployed at or before (ISO-8601, UTC if no zone)"
     )
-    deployments.add_argument("--status", default="all", choices=["all", "deployed", "superseded", "retired"])
+    # `retired` is not offered until something retires a deployment (issue 15): nothing sets it yet
+    deployments.add_argument(
+        "--status",
+        default="all",
+        choices=["all", "deployed", "superseded"],
+        help="deployed (serving now) or superseded (replaced at its target)",
+    )
     deployments.add_argument("--limit", type=positive_int, default=100, help="at most this many (1 or more)")
     deployments.set_defaults(func=cmd_deployments)
 
