@@ -221,7 +221,8 @@ class WebHDFSStore:
         return files
 
     def write_file(self, path: str, stream: ByteStream, size: int) -> None:
-        # 1 MiB chunks, sent chunked: a file object would be sent by http.client in 8 KiB reads, half as fast
+        # iterated in UPLOAD_CHUNK (64 KiB) pieces, sent chunked: a file object would be sent by
+        # http.client in 8 KiB reads, half as fast
         self.client.write(path, data=iter(stream), overwrite=True)
 
     def create_exclusive(self, path: str, data: bytes) -> bool:
