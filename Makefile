@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo lint test bench clean
 
 setup: $(STAMP)
 
@@ -18,7 +18,14 @@ $(STAMP): pyproject.toml devstack/pyproject.toml scripts/install-system-packages
 demo: setup
 	scripts/demo
 
-test: setup
+# ruff: plugins/ and dags/ strictly (lint and format); tests/, devstack/, benchmarks/ with a lighter rule
+# set (pyproject.toml). mypy: the product package. Run before the tests, by `make test` and so by CI.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest
 
 bench: setup

@@ -15,22 +15,26 @@ The same framework steps as `model_deployment`, for the `spark` host type:
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from airflow.sdk import DAG, Param
+
 from model_governance.connections import SPARK_CONN_ID
 from model_governance.dag_steps import DEFAULT_ARGS, deployment_steps
 from model_governance.operators.spark import SparkBatchScoreOperator, SparkPublishPipelineOperator
-from model_governance.params import registry_params, staging_param
+from model_governance.params import conn_param, registry_params, staging_param, step_arguments
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"  # the defaults run the shipped example
+if TYPE_CHECKING:
+    from airflow.sdk import BaseOperator
+    from airflow.sdk.definitions.xcom_arg import XComArg
+
 DATASET_HELP = (
     "hdfs://<namenode>/<path>, a path the Spark job reads (local mode), "
     "or hive:<db>.<table> (a table Atlas's Hive hook registered)"
 )
 
 
-def publish_and_score(document):
+def publish_and_score(document: XComArg) -> tuple[BaseOperator, BaseOperator]:
     publish = SparkPublishPipelineOperator(
         task_id="deploy_model",
         document=document,
@@ -61,8 +65,8 @@ with DAG(
         "staging": staging_param(
             "rental-pricing-batch", " (executable/ holds the saved Spark ML pipeline, zipped)"
         ),
+        # no defaults: the datasets are the run's own (the form asks for them)
         "inputs": Param(
-            [str(EXAMPLES / "batch-input" / "listings_to_score.csv")],
             type="array",
             items={"type": "string", "minLength": 1},
             minItems=1,
@@ -70,31 +74,18 @@ with DAG(
             description=f"What the scoring job reads: {DATASET_HELP}.",
         ),
         "output": Param(
-            "/tmp/model-governance/rental-pricing-scores",
             type="string",
             minLength=1,
             title="Output dataset",
             description=f"Where the scoring job writes its predictions (parquet): {DATASET_HELP}.",
         ),
-        "spark_conn_id": Param(
+        "spark_conn_id": conn_param(
             SPARK_CONN_ID,
-            type="string",
-            minLength=1,
-            title="Spark connection",
-            description=(
-                "The Spark provider's connection (master, deploy mode…); "
-                "its extra models_root is where batch jobs load models."
-            ),
+            "Spark connection",
+            "The Spark provider's connection (master, deploy mode…); "
+            "its extra models_root is where batch jobs load models.",
         ),
         **registry_params(),
     },
 ) as dag:
-    deployment_steps(
-        staging="{{ params.staging }}",
-        registry_root="{{ params.registry_root }}",
-        host_type="spark",
-        force="{{ params.force }}",
-        webhdfs_conn_id="{{ params.webhdfs_conn_id }}",
-        atlas_conn_id="{{ params.atlas_conn_id }}",
-        deploy=publish_and_score,
-    )
+    deployment_steps(**step_arguments(), host_type="spark", deploy=publish_and_score)

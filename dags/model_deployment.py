@@ -17,22 +17,10 @@ no Atlas entity exists for a model that does not serve. Trigger from the UI form
 from __future__ import annotations
 
 from airflow.sdk import DAG, Param
+
 from model_governance.connections import MLEAP_CONN_ID
-from model_governance.dag_steps import DEFAULT_ARGS, deployment_steps
-from model_governance.operators.mleap import MLeapDeployOperator
-from model_governance.params import registry_params, staging_param
-
-
-def deploy_to_mleap(document):
-    deploy = MLeapDeployOperator(
-        task_id="deploy_model",
-        document=document,
-        mleap_conn_id="{{ params.mleap_conn_id }}",
-        webhdfs_conn_id="{{ params.webhdfs_conn_id }}",
-        atlas_conn_id="{{ params.atlas_conn_id }}",  # where the previous deployment is found, for a rollback
-    )
-    return deploy, deploy
-
+from model_governance.dag_steps import DEFAULT_ARGS, deployment_steps, mleap_deploy
+from model_governance.params import conn_param, registry_params, staging_param, step_arguments
 
 with DAG(
     dag_id="model_deployment",
@@ -55,22 +43,20 @@ with DAG(
                 "(batch scoring in Spark: model_batch_deployment)."
             ),
         ),
-        "mleap_conn_id": Param(
+        "mleap_conn_id": conn_param(
             MLEAP_CONN_ID,
-            type="string",
-            minLength=1,
-            title="MLeap serving connection",
-            description="Airflow connection of the MLeap serving host (type mleap, or http).",
+            "MLeap serving connection",
+            "Airflow connection of the MLeap serving host (type mleap, or http).",
         ),
         **registry_params(),
     },
 ) as dag:
     deployment_steps(
-        staging="{{ params.staging }}",
-        registry_root="{{ params.registry_root }}",
+        **step_arguments(),
         host_type="{{ params.host_type }}",
-        force="{{ params.force }}",
-        webhdfs_conn_id="{{ params.webhdfs_conn_id }}",
-        atlas_conn_id="{{ params.atlas_conn_id }}",
-        deploy=deploy_to_mleap,
+        deploy=mleap_deploy(
+            mleap_conn_id="{{ params.mleap_conn_id }}",
+            webhdfs_conn_id="{{ params.webhdfs_conn_id }}",
+            atlas_conn_id="{{ params.atlas_conn_id }}",  # where the previous deployment is, for a rollback
+        ),
     )

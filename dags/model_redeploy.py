@@ -26,8 +26,8 @@ from __future__ import annotations
 import os
 
 from airflow.sdk import DAG, task, task_group
-from model_governance.dag_steps import DEFAULT_ARGS, deployment_steps
-from model_governance.operators.mleap import MLeapDeployOperator
+
+from model_governance.dag_steps import DEFAULT_ARGS, deployment_steps, mleap_deploy
 
 with DAG(
     dag_id="model_redeploy",
@@ -54,24 +54,18 @@ with DAG(
     @task_group
     def redeploy(
         staging: str, registry_root: str, mleap_conn_id: str, webhdfs_conn_id: str, atlas_conn_id: str
-    ):
-        def deploy_to_mleap(document):
-            deploy = MLeapDeployOperator(
-                task_id="deploy_model",
-                document=document,
-                mleap_conn_id=mleap_conn_id,
-                webhdfs_conn_id=webhdfs_conn_id,
-                atlas_conn_id=atlas_conn_id,
-                skip_current=True,
-            )
-            return deploy, deploy
-
+    ) -> None:
         deployment_steps(
             staging=staging,
             registry_root=registry_root,
             webhdfs_conn_id=webhdfs_conn_id,
             atlas_conn_id=atlas_conn_id,
-            deploy=deploy_to_mleap,
+            deploy=mleap_deploy(
+                mleap_conn_id=mleap_conn_id,
+                webhdfs_conn_id=webhdfs_conn_id,
+                atlas_conn_id=atlas_conn_id,
+                skip_current=True,
+            ),
         )
 
     redeploy.expand_kwargs(read_manifest())

@@ -1,4 +1,4 @@
-"""Registers model-governance with Airflow (its operator links); the code lives in the `model_governance` package."""
+"""Registers model-governance with Airflow (operator links); the code is the `model_governance` package."""
 
 from airflow.plugins_manager import AirflowPlugin
 
@@ -7,4 +7,4 @@ from model_governance.links import AtlasEntityLink
 
 class ModelGovernancePlugin(AirflowPlugin):
     name = "model_governance"
-    operator_extra_links = [AtlasEntityLink()]
+    operator_extra_links = [AtlasEntityLink()]  # noqa: RUF012 (AirflowPlugin declares it a list)

@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from tests.helpers import DAGS, PLUGINS
+from tests.helpers import DAGS, EXAMPLE_STAGING, PLUGINS
 
 # Airflow reads its configuration when first imported: point it at a throw-away home first.
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="mg-airflow-home-"))
@@ -19,6 +19,8 @@ os.environ.update(
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME}/airflow.db",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        # the product's default is /srv/model-governance/staging: relative `staging` values are the examples
+        "MODEL_GOVERNANCE_STAGING_ROOT": str(EXAMPLE_STAGING.parent),
     }
 )
 

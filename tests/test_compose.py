@@ -38,8 +38,9 @@ def test_airflow_services_share_secrets_and_connections(compose):
         atlas = json.loads(env["AIRFLOW_CONN_ATLAS_DEFAULT"])
         mleap = json.loads(env["AIRFLOW_CONN_MLEAP_DEFAULT"])
         webhdfs = json.loads(env["AIRFLOW_CONN_WEBHDFS_DEFAULT"])
-        assert (atlas["conn_type"], atlas["host"], atlas["port"]) == ("http", "atlas", 21000)
-        assert (mleap["host"], mleap["port"], mleap["extra"]["api"]) == ("mleap-serving", 65327, "legacy")
+        assert (atlas["conn_type"], atlas["host"], atlas["port"]) == ("atlas", "atlas", 21000)
+        assert (mleap["conn_type"], mleap["host"], mleap["port"]) == ("mleap", "mleap-serving", 65327)
+        assert mleap["extra"]["api"] == "legacy"
         assert (webhdfs["conn_type"], webhdfs["host"], webhdfs["port"]) == ("webhdfs", "namenode", 9870)
 
 

@@ -298,31 +298,27 @@ def leaked(work: Path) -> bool:
     return any(b"SECRET-OUTSIDE" in p.read_bytes() for p in work.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def test_a_file_swapped_for_a_link_during_the_copy_is_refused(staged, secret, tmp_path, monkeypatch):
-    target = staged / "code" / "train_model.py"
+def swap_file_for_link(staged: Path, secret: Path) -> None:
+    (staged / "code" / "train_model.py").unlink()
+    os.symlink(secret, staged / "code" / "train_model.py")
 
-    def swap():
-        target.unlink()
-        os.symlink(secret, target)
 
-    swap_after_inspection(monkeypatch, swap)
+def swap_folder_for_link(staged: Path, secret: Path) -> None:
+    shutil.rmtree(staged / "code")
+    os.symlink(secret.parent, staged / "code")
+    (secret.parent / "train_model.py").write_text("SECRET-OUTSIDE too")
+
+
+@pytest.mark.parametrize(
+    "swap, refusal",
+    [(swap_file_for_link, "train_model.py"), (swap_folder_for_link, "outside the staged folder|changed while")],
+    ids=["file", "folder"],
+)
+def test_a_path_swapped_for_a_link_during_the_copy_is_refused(staged, secret, tmp_path, monkeypatch, swap, refusal):
+    swap_after_inspection(monkeypatch, lambda: swap(staged, secret))
     work = tmp_path / "work"
     work.mkdir()
-    with pytest.raises(StagingError, match="train_model.py"):
-        stage(str(staged), work)
-    assert not leaked(work)
-
-
-def test_a_folder_swapped_for_a_link_during_the_copy_is_refused(staged, secret, tmp_path, monkeypatch):
-    def swap():
-        shutil.rmtree(staged / "code")
-        os.symlink(secret.parent, staged / "code")
-        (secret.parent / "train_model.py").write_text("SECRET-OUTSIDE too")
-
-    swap_after_inspection(monkeypatch, swap)
-    work = tmp_path / "work"
-    work.mkdir()
-    with pytest.raises(StagingError, match="outside the staged folder|changed while"):
+    with pytest.raises(StagingError, match=refusal):
         stage(str(staged), work)
     assert not leaked(work)
 

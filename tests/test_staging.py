@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -150,27 +151,46 @@ def test_manifest_skips_git_metadata(staged, tmp_path):
     assert build_manifest(result.folder) == result.manifest
 
 
-def test_bundle_validation(tmp_path):
+def test_the_example_bundle_is_valid():
+    assert validate_mleap_bundle(EXAMPLE_STAGING / "executable/airbnb.model.lr.zip").format == "json"
+
+
+@pytest.mark.parametrize(
+    "entries, refusal",
+    [
+        (None, "not a readable zip"),
+        ({"root/model.json": "{}"}, "no bundle.json"),
+        ({"bundle.json": '{"uid":"u","name":"n","format":"json","version":"0.8","timestamp":"t"}'}, "root/model.json is missing"),
+        ({"bundle.json": '{"name":"n","format":"json","version":"0.8","timestamp":"t"}'}, "bundle.json lacks uid"),
+    ],
+    ids=["not-a-zip", "no-bundle-json", "no-root-model", "no-uid"],
+)
+def test_a_broken_bundle_is_refused_saying_why(tmp_path, entries, refusal):
     import zipfile
 
-    good = EXAMPLE_STAGING / "executable/airbnb.model.lr.zip"
-    assert validate_mleap_bundle(good).format == "json"
-    not_zip = tmp_path / "x.zip"
-    not_zip.write_text("hello")
-    with pytest.raises(BundleError, match="not a readable zip"):
-        validate_mleap_bundle(not_zip)
-    no_manifest = tmp_path / "y.zip"
-    with zipfile.ZipFile(no_manifest, "w") as archive:
-        archive.writestr("root/model.json", "{}")
-    with pytest.raises(BundleError, match="no bundle.json"):
-        validate_mleap_bundle(no_manifest)
-    partial = tmp_path / "z.zip"
-    with zipfile.ZipFile(partial, "w") as archive:
-        archive.writestr("bundle.json", '{"uid":"u","name":"n","format":"json","version":"0.8","timestamp":"t"}')
-    with pytest.raises(BundleError, match="root/model.json is missing"):
-        validate_mleap_bundle(partial)
-    no_uid = tmp_path / "w.zip"
-    with zipfile.ZipFile(no_uid, "w") as archive:
-        archive.writestr("bundle.json", '{"name":"n","format":"json","version":"0.8","timestamp":"t"}')
-    with pytest.raises(BundleError, match="bundle.json lacks uid"):
-        validate_mleap_bundle(no_uid)
+    bundle = tmp_path / "model.zip"
+    if entries is None:
+        bundle.write_text("hello")
+    else:
+        with zipfile.ZipFile(bundle, "w") as archive:
+            for name, text in entries.items():
+                archive.writestr(name, text)
+    with pytest.raises(BundleError, match=refusal):
+        validate_mleap_bundle(bundle)
+
+
+def test_no_product_default_points_into_the_checkout(monkeypatch):
+    """Relative staging values resolve under a system path unless configured; the batch DAG's datasets are
+    the run's own (no example paths, no /tmp)."""
+    from model_governance.staging import DEFAULT_STAGING_ROOT, default_staging_root
+    from tests.helpers import PROJECT, load_dag
+
+    monkeypatch.delenv("MODEL_GOVERNANCE_STAGING_ROOT", raising=False)
+    assert default_staging_root() == DEFAULT_STAGING_ROOT == Path("/srv/model-governance/staging")
+    assert resolve_source("m1") == "/srv/model-governance/staging/m1"
+    params = load_dag("model_batch_deployment").params
+    for name in ("inputs", "output"):
+        assert not params.get_param(name).has_value, name
+    for dag_id in ("model_deployment", "model_batch_deployment"):
+        for name, value in load_dag(dag_id).params.dump().items():
+            assert str(PROJECT) not in str(value) and "/tmp" not in str(value), (dag_id, name, value)

@@ -161,10 +161,10 @@ def connection(name: str, service: Any, host: str, password: str) -> dict[str, A
     if hasattr(service, "connection"):
         return service.connection()
     if name == "atlas":
-        return {"conn_type": "http", "host": host, "port": service.port, "login": ATLAS_USER, "password": password}
+        return {"conn_type": "atlas", "host": host, "port": service.port, "login": ATLAS_USER, "password": password}
     if name == "mleap":
         return {
-            "conn_type": "http",
+            "conn_type": "mleap",
             "host": host,
             "port": service.port,
             "extra": {"api": "legacy", "models_dir": str(service.mounts["/models"]), "models_mount": "/models"},

@@ -1,3 +1,3 @@
-"""model-governance: deploy machine-learning models with Airflow and make every deployment answerable in Atlas."""
+"""model-governance: deploy machine-learning models with Airflow; every deployment is answerable in Atlas."""
 
 __version__ = "0.1.0"

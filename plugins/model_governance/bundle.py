@@ -43,7 +43,11 @@ def open_zip(path: Path, meaning: str) -> zipfile.ZipFile:
         raise BundleError(f"{path}: not a readable zip, {meaning} ({exc})") from None
     infos = archive.infolist()
     total = sum(info.file_size for info in infos)
-    bombs = [i.filename for i in infos if i.file_size > 1024**2 and i.file_size > MAX_RATIO * max(i.compress_size, 1)]
+    bombs = [
+        i.filename
+        for i in infos
+        if i.file_size > 1024**2 and i.file_size > MAX_RATIO * max(i.compress_size, 1)
+    ]
     if len(infos) > MAX_BUNDLE_ENTRIES or total > MAX_BUNDLE_BYTES or bombs:
         archive.close()
         raise BundleError(
@@ -55,7 +59,7 @@ def open_zip(path: Path, meaning: str) -> zipfile.ZipFile:
 
 
 def check_crc(archive: zipfile.ZipFile, path: Path) -> str | None:
-    """`ZipFile.testzip`, with a broken entry (bad data, lying header) as a BundleError, not a raw exception."""
+    """`ZipFile.testzip`, a broken entry (bad data, lying header) as a BundleError, not a raw exception."""
     try:
         return archive.testzip()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
@@ -73,7 +77,9 @@ def validate_mleap_bundle(path: Path) -> BundleInfo:
         try:
             manifest = json.loads(archive.read("bundle.json"))
         except Exception as exc:  # bad JSON, or an entry zipfile cannot inflate: either way not loadable
-            raise BundleError(f"{path}: bundle.json is not readable JSON ({type(exc).__name__}: {exc})") from None
+            raise BundleError(
+                f"{path}: bundle.json is not readable JSON ({type(exc).__name__}: {exc})"
+            ) from None
         if not isinstance(manifest, dict):
             raise BundleError(f"{path}: bundle.json is not a JSON object")
         missing = [key for key in BUNDLE_KEYS if not manifest.get(key)]
@@ -98,7 +104,9 @@ def validate_spark_pipeline(path: Path) -> str:
         names = archive.namelist()
         parts = [n for n in names if n.startswith("metadata/part-")]
         if not parts or not any(n.startswith("stages/") for n in names):
-            raise BundleError(f"{path}: no metadata/part-* and stages/ at the zip's root: not a saved Spark ML pipeline")
+            raise BundleError(
+                f"{path}: no metadata/part-* and stages/ at the zip's root: not a saved Spark ML pipeline"
+            )
         try:
             metadata = json.loads(archive.read(parts[0]).splitlines()[0])
         except (ValueError, IndexError) as exc:

@@ -36,18 +36,26 @@ def cmd_devstack(args: argparse.Namespace) -> int:
         raise UsageError(f"--state-dir {args.state_dir}: is a file, not a folder")
     with ExitStack() as context:
         try:
-            stack = context.enter_context(start_devstack(
-                state_dir,
-                verbose=args.verbose,
-                real=real,
-                **{key: port for key, port in ports.items() if port is not None},
-            ))
+            stack = context.enter_context(
+                start_devstack(
+                    state_dir,
+                    verbose=args.verbose,
+                    real=real,
+                    **{key: port for key, port in ports.items() if port is not None},
+                )
+            )
         except OSError as exc:  # a busy port, an unwritable state folder
-            raise UsageError(f"cannot start the stand-ins: {exc.strerror or exc} ({exc.filename or 'check the ports'})") from None
+            raise UsageError(
+                f"cannot start the stand-ins: {exc.strerror or exc} ({exc.filename or 'check the ports'})"
+            ) from None
         for name, value in stack.env().items():
             print(f"{name}={value}")
         sys.stdout.flush()
-        print(f"devstack serving from {stack.state_dir}; stop with Ctrl-C or SIGTERM", file=sys.stderr, flush=True)
+        print(
+            f"devstack serving from {stack.state_dir}; stop with Ctrl-C or SIGTERM",
+            file=sys.stderr,
+            flush=True,
+        )
         stop.wait()
     return 0
 
@@ -62,7 +70,10 @@ def printable(value: object) -> str:
     text = str(value)
     if not any(ord(c) < 32 or ord(c) == 127 or c in "\u2028\u2029" for c in text):
         return text
-    return "".join(c.encode("unicode_escape").decode() if ord(c) < 32 or ord(c) == 127 or c in "\u2028\u2029" else c for c in text)
+    return "".join(
+        c.encode("unicode_escape").decode() if ord(c) < 32 or ord(c) == 127 or c in "\u2028\u2029" else c
+        for c in text
+    )
 
 
 def iso_time(value: str) -> str:
@@ -71,7 +82,9 @@ def iso_time(value: str) -> str:
     try:
         epoch_millis(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an ISO-8601 date or time (e.g. 2026-11-25 or 2026-11-25T17:00)") from None
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an ISO-8601 date or time (e.g. 2026-11-25 or 2026-11-25T17:00)"
+        ) from None
     return value
 
 
@@ -103,9 +116,16 @@ def cmd_deployments(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2, sort_keys=True))
         return 0
-    columns = [(s.DEPLOY_DATETIME, "DEPLOYED (UTC)"), (s.QUALIFIED_NAME, "DEPLOYMENT"), (s.MODEL_VERSION, "VERSION"),
-               (s.OWNER, "OWNER"), (s.OWNER_LOB, "LOB"), (s.HOST_TYPE, "HOST TYPE"), (s.ENDPOINT_URL, "ENDPOINT"),
-               (s.DEPLOY_STATUS, "STATUS")]
+    columns = [
+        (s.DEPLOY_DATETIME, "DEPLOYED (UTC)"),
+        (s.QUALIFIED_NAME, "DEPLOYMENT"),
+        (s.MODEL_VERSION, "VERSION"),
+        (s.OWNER, "OWNER"),
+        (s.OWNER_LOB, "LOB"),
+        (s.HOST_TYPE, "HOST TYPE"),
+        (s.ENDPOINT_URL, "ENDPOINT"),
+        (s.DEPLOY_STATUS, "STATUS"),
+    ]
     print_table([[row.get(key, "") for key, _ in columns] for row in rows], [title for _, title in columns])
     if not rows:
         print("no deployments match", file=sys.stderr)
@@ -124,17 +144,32 @@ def cmd_trace(args: argparse.Namespace) -> int:
     d = result.deployment
     replaced_by = f", superseded by {printable(d[s.SUPERSEDED_BY])}" if d.get(s.SUPERSEDED_BY) else ""
     print(f"{printable(d[s.QUALIFIED_NAME])}  ({printable(d.get(s.DEPLOY_STATUS, s.DEPLOYED))}{replaced_by})")
-    for label, key in [("guid", "guid"), ("model", s.MODEL_NAME_SEED), ("version", s.MODEL_VERSION_SEED),
-                       ("type", s.MODEL_TYPE_SEED), ("description", s.MODEL_DESCRIPTION), ("owner", s.MODEL_OWNER),
-                       ("line of business", s.MODEL_OWNER_LOB), ("deployed", s.DEPLOY_DATETIME),
-                       ("host type", s.DEPLOY_HOST_TYPE), ("scoring URL", s.ENDPOINT_URL),
-                       ("host detail", s.DEPLOY_HOST_DETAIL), ("serialized object", s.DEPLOY_OBJ_SOURCE),
-                       ("registry", s.MODEL_REGISTRY_URL), ("source", s.SOURCE_LOCATION),
-                       ("source revision", s.SOURCE_REVISION), ("deployed by", s.DAG_RUN_ID)]:
+    for label, key in [
+        ("guid", "guid"),
+        ("model", s.MODEL_NAME_SEED),
+        ("version", s.MODEL_VERSION_SEED),
+        ("type", s.MODEL_TYPE_SEED),
+        ("description", s.MODEL_DESCRIPTION),
+        ("owner", s.MODEL_OWNER),
+        ("line of business", s.MODEL_OWNER_LOB),
+        ("deployed", s.DEPLOY_DATETIME),
+        ("host type", s.DEPLOY_HOST_TYPE),
+        ("scoring URL", s.ENDPOINT_URL),
+        ("host detail", s.DEPLOY_HOST_DETAIL),
+        ("serialized object", s.DEPLOY_OBJ_SOURCE),
+        ("registry", s.MODEL_REGISTRY_URL),
+        ("source", s.SOURCE_LOCATION),
+        ("source revision", s.SOURCE_REVISION),
+        ("deployed by", s.DAG_RUN_ID),
+    ]:
         if d.get(key) not in (None, ""):
             print(f"  {label + ':':<19}{printable(d[key])}")
     print("  artifacts:")
-    print_table([[a["role"], a["location"], a["sha256"]] for a in result.artifacts], ["ROLE", "LOCATION", "SHA256"], indent="    ")
+    print_table(
+        [[a["role"], a["location"], a["sha256"]] for a in result.artifacts],
+        ["ROLE", "LOCATION", "SHA256"],
+        indent="    ",
+    )
     if result.superseded:
         print("  superseded:")
         rows = [[old[s.QUALIFIED_NAME], old.get(s.DEPLOY_DATETIME, "")] for old in result.superseded]
@@ -143,10 +178,10 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def print_table(rows: list[list[object]], header: list[str], indent: str = "") -> None:
-    rows = [[printable(cell) for cell in row] for row in rows]
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-    for row in [header, *rows]:
-        print(indent + "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+    table = [header, *([printable(cell) for cell in row] for row in rows)]
+    widths = [max(len(cell) for cell in column) for column in zip(*table, strict=True)]
+    for row in table:
+        print(indent + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,22 +191,31 @@ def build_parser() -> argparse.ArgumentParser:
     devstack = commands.add_parser(
         "devstack",
         help="serve Atlas, MLeap serving and WebHDFS stand-ins on loopback",
-        description="Serve the stand-ins on loopback and print one AIRFLOW_CONN_<ID>=<json> line per connection.",
+        description="Serve the stand-ins on loopback; print an AIRFLOW_CONN_<ID>=<json> line per connection.",
     )
-    devstack.add_argument("--state-dir", required=True, help="folder keeping the stand-ins' state across restarts")
+    devstack.add_argument(
+        "--state-dir", required=True, help="folder keeping the stand-ins' state across restarts"
+    )
     devstack.add_argument("--atlas-port", type=int, help="default 21000, Atlas's own")
     devstack.add_argument("--mleap-port", type=int, help="default 65327, MLeap serving's own")
     devstack.add_argument("--webhdfs-port", type=int, help="default 9870, the NameNode's HTTP port")
     devstack.add_argument("--verbose", action="store_true", help="log every request")
     devstack.add_argument(
-        "--real", metavar="NAMES",
+        "--real",
+        metavar="NAMES",
         help="comma-separated services to run as the real servers, started from Maven Central artifacts: "
         "atlas, hdfs, mleap (the rest stay stand-ins)",
     )
     devstack.set_defaults(func=cmd_devstack)
 
+    # what the Atlas commands share
+    atlas_options = argparse.ArgumentParser(add_help=False)
+    atlas_options.add_argument("--json", action="store_true", help="JSON instead of a table")
+    atlas_options.add_argument("--atlas-conn-id", default=ATLAS_CONN_ID, help="the Atlas connection")
+
     deployments = commands.add_parser(
         "deployments",
+        parents=[atlas_options],
         help="list model deployments from Atlas, newest first",
         description="List model deployments registered in Atlas, newest first. Filters combine with AND.",
     )
@@ -182,21 +226,28 @@ def build_parser() -> argparse.ArgumentParser:
     deployments.add_argument("--host-type", dest="host_type", help="microservice or spark")
     deployments.add_argument("--endpoint", help="the scoring URL predictions are asked for")
     deployments.add_argument("--since", type=iso_time, help="deployed at or after (ISO-8601, UTC if no zone)")
-    deployments.add_argument("--until", type=iso_time, help="deployed at or before (ISO-8601, UTC if no zone)")
-    deployments.add_argument("--status", default="all", choices=["all", "deployed", "superseded", "retired"])
+    deployments.add_argument(
+        "--until", type=iso_time, help="deployed at or before (ISO-8601, UTC if no zone)"
+    )
+    # `retired` is not offered until something retires a deployment (issue 15): nothing sets it yet
+    deployments.add_argument(
+        "--status",
+        default="all",
+        choices=["all", "deployed", "superseded"],
+        help="deployed (serving now) or superseded (replaced at its target)",
+    )
     deployments.add_argument("--limit", type=positive_int, default=100, help="at most this many (1 or more)")
-    deployments.add_argument("--json", action="store_true", help="a JSON list, one object per deployment")
-    deployments.add_argument("--atlas-conn-id", default=ATLAS_CONN_ID)
     deployments.set_defaults(func=cmd_deployments)
 
     trace = commands.add_parser(
         "trace",
+        parents=[atlas_options],
         help="show one deployment: owner, project, artifacts with sha256, what it superseded",
         description="Trace a deployment to its owner, README, code, training data and serialized object.",
     )
-    trace.add_argument("deployment", type=non_empty, help="a guid, a qualifiedName, or a name (the newest deployment of it)")
-    trace.add_argument("--json", action="store_true")
-    trace.add_argument("--atlas-conn-id", default=ATLAS_CONN_ID)
+    trace.add_argument(
+        "deployment", type=non_empty, help="a guid, a qualifiedName, or a name (the newest deployment of it)"
+    )
     trace.set_defaults(func=cmd_trace)
     return parser
 

@@ -3,13 +3,14 @@ clean_up after all of them, whatever happened. Also the `default_args` the DAGs 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import TriggerRule
 
-from model_governance.connections import ATLAS_CONN_ID, WEBHDFS_CONN_ID
+from model_governance.connections import ATLAS_CONN_ID, MLEAP_CONN_ID, WEBHDFS_CONN_ID
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
@@ -24,6 +25,37 @@ DEFAULT_ARGS: dict[str, Any] = {
 
 # Builds the deploy step on the published document; returns its first and its last task.
 DeployBuilder = Callable[["XComArg"], "tuple[BaseOperator, BaseOperator]"]
+
+
+def mleap_deploy(
+    *,
+    mleap_conn_id: Any = MLEAP_CONN_ID,
+    webhdfs_conn_id: Any = WEBHDFS_CONN_ID,
+    atlas_conn_id: Any = ATLAS_CONN_ID,
+    skip_current: Any = False,
+) -> DeployBuilder:
+    """The deploy step of the `microservice` DAGs: one `MLeapDeployOperator`, task id `deploy_model`.
+
+    :param mleap_conn_id: the MLeap serving connection.
+    :param webhdfs_conn_id: the WebHDFS connection, when the registry is on HDFS.
+    :param atlas_conn_id: where the deployment serving now is found, for a rollback.
+    :param skip_current: leave alone (verified) a model that already serves this exact bundle.
+    """
+
+    def build(document: XComArg) -> tuple[BaseOperator, BaseOperator]:
+        from model_governance.operators.mleap import MLeapDeployOperator
+
+        deploy = MLeapDeployOperator(
+            task_id="deploy_model",
+            document=document,
+            mleap_conn_id=mleap_conn_id,
+            webhdfs_conn_id=webhdfs_conn_id,
+            atlas_conn_id=atlas_conn_id,
+            skip_current=skip_current,
+        )
+        return deploy, deploy
+
+    return build
 
 
 @dataclass(frozen=True)

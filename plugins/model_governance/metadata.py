@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -50,13 +51,15 @@ def parse_properties(text: str, source: str = METADATA_FILE) -> dict[str, str]:
         key, value = _split_key_value(logical)
         key = _unescape(key, source, lineno)
         if key in props:
-            raise MetadataError(f"{source}, line {lineno}: key {key} is set again (first on line {lines[key]}); keep one")
+            raise MetadataError(
+                f"{source}, line {lineno}: key {key} is set again (first on line {lines[key]}); keep one"
+            )
         props[key] = _unescape(value, source, lineno)
         lines[key] = lineno
     return props
 
 
-def _logical_lines(text: str):
+def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
     """Yield (first line number, logical line): comments and blank lines dropped, continuations joined."""
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     i = 0
@@ -109,7 +112,7 @@ def _unescape(text: str, source: str, lineno: int) -> str:
         if nxt == "u":
             digits = text[i + 2 : i + 6]
             if len(digits) != 4 or not all(c in "0123456789abcdefABCDEF" for c in digits):
-                raise MetadataError(f"{source}, line {lineno}: malformed \\uXXXX escape {text[i:i + 6]!r}")
+                raise MetadataError(f"{source}, line {lineno}: malformed \\uXXXX escape {text[i : i + 6]!r}")
             out.append(chr(int(digits, 16)))
             i += 6
             continue
@@ -129,7 +132,9 @@ def read_properties_file(path: Path) -> dict[str, str]:
     try:
         size = path.stat().st_size
         if size > MAX_METADATA_BYTES:
-            raise MetadataError(f"{path}: {size} bytes is too large for a metadata file (limit {MAX_METADATA_BYTES})")
+            raise MetadataError(
+                f"{path}: {size} bytes is too large for a metadata file (limit {MAX_METADATA_BYTES})"
+            )
         raw = path.read_bytes()
     except FileNotFoundError:
         raise MetadataError(f"{path}: the staged model has no {path.name}") from None
@@ -195,7 +200,9 @@ class ModelMetadata:
     executable: str | None = None
 
     @classmethod
-    def from_properties(cls, props: dict[str, str], source: str = METADATA_FILE, require_endpoint: bool = True) -> "ModelMetadata":
+    def from_properties(
+        cls, props: dict[str, str], source: str = METADATA_FILE, require_endpoint: bool = True
+    ) -> ModelMetadata:
         values = {key: props.get(key, "").strip() for key in (*REQUIRED_KEYS, ENDPOINT_KEY, EXECUTABLE_KEY)}
         required = REQUIRED_KEYS + ((ENDPOINT_KEY,) if require_endpoint else ())
         missing = [key for key in required if key not in props]
@@ -216,11 +223,14 @@ class ModelMetadata:
             if _CONTROL_RE.search(text):
                 raise MetadataError(f"{source}: {key} {value!r} holds a line break or control character")
         if len(values["model.name"]) > 200:
-            raise MetadataError(f"{source}: model.name {values['model.name'][:40]!r}… is longer than 200 characters")
+            raise MetadataError(
+                f"{source}: model.name {values['model.name'][:40]!r}… is longer than 200 characters"
+            )
         endpoint = values[ENDPOINT_KEY] or None
         if endpoint is not None and not _ENDPOINT_RE.fullmatch(endpoint):
             raise MetadataError(
-                f"{source}: {ENDPOINT_KEY} {endpoint!r} must be one URL path segment of letters, digits and . _ ~ -"
+                f"{source}: {ENDPOINT_KEY} {endpoint!r} must be one URL path segment "
+                "of letters, digits and . _ ~ -"
             )
         return cls(
             owner=values["model.owner"],
@@ -234,8 +244,10 @@ class ModelMetadata:
         )
 
     @classmethod
-    def load(cls, path: Path, require_endpoint: bool = True) -> "ModelMetadata":
-        return cls.from_properties(read_properties_file(path), source=str(path), require_endpoint=require_endpoint)
+    def load(cls, path: Path, require_endpoint: bool = True) -> ModelMetadata:
+        return cls.from_properties(
+            read_properties_file(path), source=str(path), require_endpoint=require_endpoint
+        )
 
     @property
     def slug(self) -> str:
@@ -247,7 +259,7 @@ class ModelMetadata:
         return f"{self.name} v{self.version}"
 
     def qualified_name(self, host_port: str) -> str:
-        """The deployment's identity in Atlas: `<name>-v<version>@<host:port>`, spaces as `-` (the seed's rule)."""
+        """The deployment's identity in Atlas: `<name>-v<version>@<host:port>`, spaces as `-`."""
         return f"{self.deploy_name}@{host_port}".replace(" ", "-")
 
 
@@ -304,9 +316,9 @@ class DeploymentDocument:
     deploy: DeployFacts | None = None
     run_key: str = ""  # the run id, plus the map index in a mapped task group: its pending upload and lock
 
-    @property
-    def work_key(self) -> str:
-        return self.run_key or self.run_id
+    def __post_init__(self) -> None:
+        if not self.run_key:  # a document of a run that is not mapped: its key is its run id
+            object.__setattr__(self, "run_key", self.run_id)
 
     @property
     def deploy_name(self) -> str:
@@ -322,10 +334,10 @@ class DeploymentDocument:
     def executable_entry(self) -> ManifestEntry:
         return next(entry for entry in self.manifest if entry.path == self.executable)
 
-    def with_registry(self, registry: RegistryInfo) -> "DeploymentDocument":
+    def with_registry(self, registry: RegistryInfo) -> DeploymentDocument:
         return replace(self, registry=registry)
 
-    def with_deploy(self, deploy: DeployFacts) -> "DeploymentDocument":
+    def with_deploy(self, deploy: DeployFacts) -> DeploymentDocument:
         return replace(self, deploy=deploy)
 
     def to_json(self) -> dict[str, Any]:
@@ -334,7 +346,7 @@ class DeploymentDocument:
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "DeploymentDocument":
+    def from_json(cls, data: dict[str, Any]) -> DeploymentDocument:
         if not isinstance(data, dict) or "model" not in data:
             raise ValueError(f"not a deployment document: {str(data)[:200]!r}")
         return cls(

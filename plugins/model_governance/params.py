@@ -8,8 +8,9 @@ from typing import Any
 from model_governance.connections import ATLAS_CONN_ID, WEBHDFS_CONN_ID
 
 SOURCES = (
-    "a folder (absolute, or relative to the staging root $MODEL_GOVERNANCE_STAGING_ROOT), a git repository at a "
-    "branch, tag or commit (git+https://host/repo.git@ref), an archive URL (GitHub zipball, GitLab archive, .zip, "
+    "a folder (absolute, or relative to the staging root $MODEL_GOVERNANCE_STAGING_ROOT), a git repository "
+    "at a branch, tag or commit (git+https://host/repo.git@ref), an archive URL (GitHub zipball, "
+    "GitLab archive, .zip, "
     ".tar.gz) or github:owner/repo@ref / gitlab:group/repo@ref. Credentials: the staging_default connection."
 )
 
@@ -25,8 +26,20 @@ def staging_param(default: str, holds: str = "") -> Any:
         pattern=r"^(?![A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@)",
         title="Staged model",
         description=f"Where the owner staged the model{holds}: {SOURCES}",
-        examples=[default, f"/srv/staging/{default}", "git+https://git.example.com/pricing/rental.git@v1.1", "github:acme/rental-pricing@v1.1"],
+        examples=[
+            default,
+            f"/srv/staging/{default}",
+            "git+https://git.example.com/pricing/rental.git@v1.1",
+            "github:acme/rental-pricing@v1.1",
+        ],
     )
+
+
+def conn_param(default: str, title: str, description: str) -> Any:
+    """An Airflow connection id the run uses."""
+    from airflow.sdk import Param
+
+    return Param(default, type="string", minLength=1, title=title, description=description)
 
 
 def registry_params() -> dict[str, Any]:
@@ -49,10 +62,24 @@ def registry_params() -> dict[str, Any]:
             False,
             type="boolean",
             title="Replace a conflicting registry version",
-            description="Publish even if the registry holds this model version with different content (replaces it).",
+            description=(
+                "Publish even if the registry holds this model version with different content (replaces it)."
+            ),
         ),
-        "webhdfs_conn_id": Param(WEBHDFS_CONN_ID, type="string", minLength=1, title="WebHDFS connection",
-                                 description="Airflow connection of the HDFS namenode(s), used when the registry is on HDFS."),
-        "atlas_conn_id": Param(ATLAS_CONN_ID, type="string", minLength=1, title="Atlas connection",
-                               description="Airflow connection of Apache Atlas (type atlas, or http; basic auth)."),
+        "webhdfs_conn_id": conn_param(
+            WEBHDFS_CONN_ID,
+            "WebHDFS connection",
+            "Airflow connection of the HDFS namenode(s), used when the registry is on HDFS.",
+        ),
+        "atlas_conn_id": conn_param(
+            ATLAS_CONN_ID,
+            "Atlas connection",
+            "Airflow connection of Apache Atlas (type atlas, or http; basic auth).",
+        ),
     }
+
+
+def step_arguments() -> dict[str, str]:
+    """`deployment_steps` arguments as templates of the params `staging_param` and `registry_params` make."""
+    names = ("staging", "registry_root", "force", "webhdfs_conn_id", "atlas_conn_id")
+    return {name: f"{{{{ params.{name} }}}}" for name in names}

@@ -60,7 +60,9 @@ def parse_manifest(text: str, where: str) -> list[dict[str, str]]:
             raise InvalidInputError(f"{where}: models[{index}] has no 'staging'")
         unknown = set(entry) - KEYS
         if unknown:
-            raise InvalidInputError(f"{where}: models[{index}] has unknown key(s) {', '.join(sorted(unknown))}")
+            raise InvalidInputError(
+                f"{where}: models[{index}] has unknown key(s) {', '.join(sorted(unknown))}"
+            )
         models.append({**defaults, **{key: str(value) for key, value in entry.items()}})
     stagings = [m["staging"] for m in models]
     duplicates = sorted({s for s in stagings if stagings.count(s) > 1})

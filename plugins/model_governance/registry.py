@@ -19,15 +19,23 @@ import posixpath
 import re
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from datetime import datetime, timezone
+from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
+from model_governance.connections import WEBHDFS_CONN_ID
 from model_governance.exceptions import RegistryConflictError, RegistryError
-from model_governance.metadata import DeploymentDocument, ManifestEntry, ModelMetadata, RegistryInfo, same_name
+from model_governance.metadata import (
+    DeploymentDocument,
+    ManifestEntry,
+    ModelMetadata,
+    RegistryInfo,
+    same_name,
+)
 from model_governance.retry import is_transient, with_retries
 
 log = logging.getLogger(__name__)
@@ -37,9 +45,18 @@ PENDING_DIR = ".pending"
 TRASH_DIR = ".trash"
 LOCKS_DIR = ".locks"
 SERVED_DIR = ".served"
+T = TypeVar("T")
+
 CHUNK = 1024 * 1024
 UPLOAD_CHUNK = 64 * 1024  # a request body goes out in chunks of this size, as the hdfs client sends them
 PROGRESS_EVERY_BYTES = 256 * 1024 * 1024
+
+
+class ByteStream(Protocol):
+    """What a store writes from: read by size (a local copy) or iterated in chunks (a WebHDFS body)."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+    def __iter__(self) -> Iterator[bytes]: ...
 
 
 class Store(Protocol):
@@ -51,9 +68,9 @@ class Store(Protocol):
     def exists(self, path: str) -> bool: ...
     def makedirs(self, path: str) -> None: ...
     def list_files(self, folder: str) -> dict[str, int]: ...  # relative path -> size, recursive
-    def write_file(self, path: str, stream: BinaryIO, size: int) -> None: ...  # parents made, overwrite
+    def write_file(self, path: str, stream: ByteStream, size: int) -> None: ...  # parents made, overwrite
     def create_exclusive(self, path: str, data: bytes) -> bool: ...  # atomically; False if it exists
-    def open_chunks(self, path: str) -> Iterator[Iterator[bytes]]: ...  # context manager
+    def open_chunks(self, path: str) -> AbstractContextManager[Iterator[bytes]]: ...
     def rename(self, src: str, dst: str) -> bool: ...  # the service's own answer, unverified
     def delete(self, path: str) -> bool: ...  # recursive
 
@@ -80,7 +97,7 @@ class LocalStore:
         base = Path(folder)
         return {p.relative_to(base).as_posix(): p.stat().st_size for p in base.rglob("*") if p.is_file()}
 
-    def write_file(self, path: str, stream: BinaryIO, size: int) -> None:
+    def write_file(self, path: str, stream: ByteStream, size: int) -> None:
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         with target.open("wb") as out:
@@ -133,21 +150,25 @@ class WebHDFSStore:
     Every call is retried with backoff on connection errors and Hadoop's transient exceptions; a write
     is retried whole, by the registry, which can reopen the file."""
 
-    def __init__(self, client: Any, default_fs: str, user: str | None = None, namenodes: tuple[str, ...] = ()):
+    def __init__(
+        self, client: Any, default_fs: str, user: str | None = None, namenodes: tuple[str, ...] = ()
+    ):
         self.client = client
         self.default_fs = default_fs.rstrip("/")
         self.user = user
         self.namenodes = namenodes
 
     @classmethod
-    def from_connection(cls, conn_id: str) -> "WebHDFSStore":
+    def from_connection(cls, conn_id: str) -> WebHDFSStore:
         from airflow.providers.apache.hdfs.hooks.webhdfs import WebHDFSHook
 
         hook = WebHDFSHook(webhdfs_conn_id=conn_id)
         conn = hook.get_connection(conn_id)
         # Stakeholders follow hdfs:// URLs, not WebHDFS ones: the cluster's fs.defaultFS if the connection
         # names it, else the first namenode on HDFS's usual RPC port.
-        default_fs = conn.extra_dejson.get("default_fs") or f"hdfs://{(conn.host or 'localhost').split(',')[0]}:8020"
+        default_fs = (
+            conn.extra_dejson.get("default_fs") or f"hdfs://{(conn.host or 'localhost').split(',')[0]}:8020"
+        )
         namenodes = tuple(h.strip() for h in (conn.host or "localhost").split(",") if h.strip())
         return cls(hook.get_conn(), default_fs, conn.login, namenodes)
 
@@ -155,19 +176,22 @@ class WebHDFSStore:
         return "hdfs"
 
     def names_cluster(self, netloc: str) -> bool:
-        """Whether `hdfs://<netloc>/` is the cluster this connection reaches: its fs.defaultFS or a namenode."""
+        """Whether `hdfs://<netloc>/` is the cluster this connection reaches (fs.defaultFS or a namenode)."""
         host = (urlsplit(f"//{netloc}").hostname or "").lower()
         default = urlsplit(self.default_fs)
-        return netloc.lower() == default.netloc.lower() or host in {(default.hostname or "").lower(), *(h.lower() for h in self.namenodes)}
+        return netloc.lower() == default.netloc.lower() or host in {
+            (default.hostname or "").lower(),
+            *(h.lower() for h in self.namenodes),
+        }
 
     def open_url(self, path: str) -> str:
-        """The WebHDFS OPEN URL of a file on the namenode in use: what a server fetches it by, without credentials."""
+        """The WebHDFS OPEN URL of a file on the namenode in use: what a server fetches, no credentials."""
         from urllib.parse import quote
 
         query = "op=OPEN" + (f"&user.name={quote(self.user)}" if self.user else "")
         return f"{self.client.url.rstrip('/')}/webhdfs/v1{quote(path)}?{query}"
 
-    def _retry(self, call: Any, what: str) -> Any:
+    def _retry(self, call: Callable[[], T], what: str) -> T:
         return with_retries(call, f"WebHDFS {what}", transient=is_transient_hdfs)
 
     def url(self, path: str) -> str:
@@ -188,14 +212,17 @@ class WebHDFSStore:
 
     def list_files(self, folder: str) -> dict[str, int]:
         files = {}
-        for dirpath, _dirs, names in self._retry(lambda: list(self.client.walk(folder, status=True)), f"listing of {folder}"):
+        for dirpath, _dirs, names in self._retry(
+            lambda: list(self.client.walk(folder, status=True)), f"listing of {folder}"
+        ):
             for name, status in names:
                 rel = posixpath.relpath(posixpath.join(dirpath[0], name), folder)
                 files[rel] = status["length"]
         return files
 
-    def write_file(self, path: str, stream: BinaryIO, size: int) -> None:
-        # 1 MiB chunks, sent chunked: a file object would be sent by http.client in 8 KiB reads, half as fast
+    def write_file(self, path: str, stream: ByteStream, size: int) -> None:
+        # iterated in UPLOAD_CHUNK (64 KiB) pieces, sent chunked: a file object would be sent by
+        # http.client in 8 KiB reads, half as fast
         self.client.write(path, data=iter(stream), overwrite=True)
 
     def create_exclusive(self, path: str, data: bytes) -> bool:
@@ -228,18 +255,24 @@ class WebHDFSStore:
 
 
 def check_root_path(path: str, given: str) -> None:
-    """A registry root is a plain absolute path: no `.`/`..` (HDFS refuses them), no ':' or control characters."""
+    """A registry root is a plain absolute path: no `.`/`..` (HDFS refuses them), no ':' or control chars."""
     from model_governance.exceptions import InvalidInputError
 
     parts = path.split("/")
-    if any(p in (".", "..") for p in parts) or any(":" in p for p in parts) or re.search(r"[\x00-\x1f\x7f]", path):
-        raise InvalidInputError(f"registry_root {given!r}: the path may not hold '.', '..', ':' or control characters")
+    if (
+        any(p in (".", "..") for p in parts)
+        or any(":" in p for p in parts)
+        or re.search(r"[\x00-\x1f\x7f]", path)
+    ):
+        raise InvalidInputError(
+            f"registry_root {given!r}: the path may not hold '.', '..', ':' or control characters"
+        )
 
 
 class ProgressReader:
     """A file wrapper that logs bytes sent and rate for large files; requests streams it by its `len`."""
 
-    def __init__(self, handle: BinaryIO, size: int, label: str):
+    def __init__(self, handle: ByteStream, size: int, label: str) -> None:
         self.handle, self.len, self.label = handle, size, label
         self.sent = 0
         self.started = time.monotonic()
@@ -251,17 +284,23 @@ class ProgressReader:
         if self.sent >= self.next_report:
             self.next_report += PROGRESS_EVERY_BYTES
             elapsed = max(time.monotonic() - self.started, 1e-6)
-            log.info("%s: %d of %d MiB sent, %.1f MiB/s", self.label, self.sent >> 20, self.len >> 20, self.sent / elapsed / 2**20)
+            log.info(
+                "%s: %d of %d MiB sent, %.1f MiB/s",
+                self.label,
+                self.sent >> 20,
+                self.len >> 20,
+                self.sent / elapsed / 2**20,
+            )
         return data
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(lambda: self.read(UPLOAD_CHUNK), b"")
 
 
-def run_path_segment(run_id: str) -> str:
-    """A run id as one path segment HDFS accepts (no `:`), still unique: Airflow run ids hold `:` and `+`."""
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", run_id)
-    return f"{safe}-{hashlib.sha256(run_id.encode()).hexdigest()[:8]}"
+def run_path_segment(run_key: str) -> str:
+    """A run key as one path segment HDFS accepts (no `:`), still unique: Airflow run ids hold `:` and `+`."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", run_key)
+    return f"{safe}-{hashlib.sha256(run_key.encode()).hexdigest()[:8]}"
 
 
 def describe_holder(holder: dict[str, Any]) -> str:
@@ -272,7 +311,9 @@ def describe_holder(holder: dict[str, Any]) -> str:
     return text
 
 
-def differences(expected: list[ManifestEntry] | tuple[ManifestEntry, ...], actual: list[ManifestEntry]) -> list[str]:
+def differences(
+    expected: list[ManifestEntry] | tuple[ManifestEntry, ...], actual: list[ManifestEntry]
+) -> list[str]:
     """How two manifests differ, one line per file: what a conflicting version error shows."""
     want = {e.path: e for e in expected}
     have = {e.path: e for e in actual}
@@ -284,7 +325,10 @@ def differences(expected: list[ManifestEntry] | tuple[ManifestEntry, ...], actua
         elif b is None:
             lines.append(f"{path}: only in the staged model")
         elif (a.size, a.sha256) != (b.size, b.sha256):
-            lines.append(f"{path}: staged {a.size} bytes sha256 {a.sha256[:12]}…, registry {b.size} bytes sha256 {b.sha256[:12]}…")
+            lines.append(
+                f"{path}: staged {a.size} bytes sha256 {a.sha256[:12]}…, "
+                f"registry {b.size} bytes sha256 {b.sha256[:12]}…"
+            )
     return lines
 
 
@@ -300,7 +344,9 @@ class Registry:
         self.location = location or root  # the root as the run was given it: hdfs:///… or a folder
 
     @classmethod
-    def from_root(cls, registry_root: str, webhdfs_conn_id: str = "webhdfs_default", parallelism: int = 4) -> "Registry":
+    def from_root(
+        cls, registry_root: str, webhdfs_conn_id: str = WEBHDFS_CONN_ID, parallelism: int = 4
+    ) -> Registry:
         """`hdfs:///path` (the namenode comes from the WebHDFS connection; `hdfs://<that namenode>/path`
         too), `file:///path` or `/path` (dev mode). Anything else is refused, never guessed."""
         from model_governance.exceptions import InvalidInputError
@@ -313,18 +359,22 @@ class Registry:
             store = WebHDFSStore.from_connection(webhdfs_conn_id)
             if parts.netloc and not store.names_cluster(parts.netloc):
                 raise InvalidInputError(
-                    f"registry_root {text!r}: names the namenode {parts.netloc}, but connection {webhdfs_conn_id!r} "
-                    f"reaches {store.default_fs}; use hdfs:///{path.lstrip('/')} or another connection"
+                    f"registry_root {text!r}: names the namenode {parts.netloc}, "
+                    f"but connection {webhdfs_conn_id!r} reaches {store.default_fs}; "
+                    f"use hdfs:///{path.lstrip('/')} or another connection"
                 )
             return cls(store, path, parallelism, text)
         if parts.scheme == "file":
             if parts.netloc not in ("", "localhost"):
                 raise InvalidInputError(
-                    f"registry_root {text!r}: a file URL is file:///<absolute path> ({parts.netloc!r} would be a host)"
+                    f"registry_root {text!r}: a file URL is file:///<absolute path> "
+                    f"({parts.netloc!r} would be a host)"
                 )
             path = parts.path
         elif parts.scheme:
-            raise InvalidInputError(f"registry_root {text!r}: give hdfs:///<path>, file:///<path> or an absolute local folder")
+            raise InvalidInputError(
+                f"registry_root {text!r}: give hdfs:///<path>, file:///<path> or an absolute local folder"
+            )
         else:
             path = text
         if not path.startswith("/"):
@@ -336,8 +386,8 @@ class Registry:
     def version_path(self, slug: str, version: str) -> str:
         return posixpath.join(self.root, slug, version)
 
-    def pending_path(self, run_id: str) -> str:
-        return posixpath.join(self.root, PENDING_DIR, run_path_segment(run_id))
+    def pending_path(self, run_key: str) -> str:
+        return posixpath.join(self.root, PENDING_DIR, run_path_segment(run_key))
 
     def published_manifest(self, slug: str, version: str) -> list[ManifestEntry] | None:
         """The files of a published version, or None if the version is not there."""
@@ -351,7 +401,10 @@ class Registry:
         path = posixpath.join(folder, MANIFEST_FILE)
         if not self.store.exists(path):
             if self.store.exists(folder):
-                raise RegistryConflictError(f"{self.store.url(folder)} exists without {MANIFEST_FILE}: not a registry version; move it away")
+                raise RegistryConflictError(
+                    f"{self.store.url(folder)} exists without {MANIFEST_FILE}: "
+                    "not a registry version; move it away"
+                )
             return None
         try:
             record = json.loads(self.read_bytes(path))
@@ -359,7 +412,8 @@ class Registry:
             record["model"]["name"]
         except (ValueError, KeyError, TypeError) as exc:
             raise RegistryConflictError(
-                f"{self.store.url(path)} is not a registry manifest ({type(exc).__name__}: {str(exc)[:100]}); "
+                f"{self.store.url(path)} is not a registry manifest "
+                f"({type(exc).__name__}: {str(exc)[:100]}); "
                 "move the version away or repair it"
             ) from None
         return record
@@ -369,7 +423,8 @@ class Registry:
         record = self.published_record(model.slug, model.version)
         if record is not None and not same_name(record["model"]["name"], model.name):
             raise RegistryConflictError(
-                f"{self.store.url(self.version_path(model.slug, model.version))} holds model {record['model']['name']!r}, "
+                f"{self.store.url(self.version_path(model.slug, model.version))} "
+                f"holds model {record['model']['name']!r}, "
                 f"not {model.name!r}: nothing was written"
             )
 
@@ -378,19 +433,28 @@ class Registry:
         return posixpath.join(self.root, SERVED_DIR, slug, f"{version}.json")
 
     def mark_served(self, doc: DeploymentDocument, where: str) -> None:
-        """Record that this version served (after a successful deploy): from now on it is immutable unless forced."""
-        data = json.dumps({"model": doc.model.name, "version": doc.model.version, "where": where, "run_id": doc.run_id,
-                           "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}).encode()
-        self.store.write_file(self.served_marker(doc.model.slug, doc.model.version), io.BytesIO(data), len(data))
+        """Record that this version served (after a successful deploy): immutable from now, unless forced."""
+        data = json.dumps(
+            {
+                "model": doc.model.name,
+                "version": doc.model.version,
+                "where": where,
+                "run_id": doc.run_id,
+                "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            }
+        ).encode()
+        self.store.write_file(
+            self.served_marker(doc.model.slug, doc.model.version), io.BytesIO(data), len(data)
+        )
 
     def has_served(self, slug: str, version: str, record: dict[str, Any]) -> bool:
-        """A version published before served markers existed (no `serving_recorded` in its manifest) counts as served."""
+        """A version published before served markers (no `serving_recorded` in its manifest): served."""
         return not record.get("serving_recorded") or self.store.exists(self.served_marker(slug, version))
 
     # -- fetch: upload to the pending area ---------------------------------------------------------------
-    def upload_pending(self, run_id: str, folder: Path, manifest: tuple[ManifestEntry, ...]) -> int:
+    def upload_pending(self, run_key: str, folder: Path, manifest: tuple[ManifestEntry, ...]) -> int:
         """Upload the staged snapshot to the run's pending folder; returns bytes uploaded."""
-        pending = self.pending_path(run_id)
+        pending = self.pending_path(run_key)
         self.store.delete(pending)  # a retry starts clean
         started = time.monotonic()
         try:
@@ -398,37 +462,50 @@ class Registry:
                 list(pool.map(lambda e: self._upload_one(folder, pending, e), manifest))
         except Exception as exc:
             self.store.delete(pending)
-            raise RegistryError(f"upload of the staged model to {self.store.url(pending)} failed: {exc}") from exc
+            raise RegistryError(
+                f"upload of the staged model to {self.store.url(pending)} failed: {exc}"
+            ) from exc
         total = sum(e.size for e in manifest)
         elapsed = max(time.monotonic() - started, 1e-6)
-        log.info("Uploaded %d files, %d bytes to %s in %.1f s (%.1f MiB/s)", len(manifest), total, self.store.url(pending), elapsed, total / elapsed / 2**20)
+        log.info(
+            "Uploaded %d files, %d bytes to %s in %.1f s (%.1f MiB/s)",
+            len(manifest),
+            total,
+            self.store.url(pending),
+            elapsed,
+            total / elapsed / 2**20,
+        )
         return total
 
     def _upload_one(self, folder: Path, pending: str, entry: ManifestEntry) -> None:
         def upload() -> None:  # reopens the file, so a retry sends it whole again
             with (folder / entry.path).open("rb") as handle:
-                self.store.write_file(posixpath.join(pending, entry.path), ProgressReader(handle, entry.size, entry.path), entry.size)
+                self.store.write_file(
+                    posixpath.join(pending, entry.path),
+                    ProgressReader(handle, entry.size, entry.path),
+                    entry.size,
+                )
 
         with_retries(upload, f"upload of {entry.path}", transient=is_transient_hdfs)
 
-    def discard_pending(self, run_id: str) -> bool:
-        return self.store.delete(self.pending_path(run_id))
+    def discard_pending(self, run_key: str) -> bool:
+        return self.store.delete(self.pending_path(run_key))
 
-    # -- one deployment of a model at a time -------------------------------------------------------------------
+    # -- one deployment of a model at a time ---------------------------------------------------------------
     def lock_path(self, slug: str) -> str:
         return posixpath.join(self.root, LOCKS_DIR, f"{slug}.lock")
 
     def acquire_lock(
         self,
         slug: str,
-        run_id: str,
+        run_key: str,
         wait: float = 900.0,
         stale_after: float = 6 * 3600,
         poll: float = 5.0,
         holder_info: dict[str, str] | None = None,
         is_running: Callable[[dict[str, Any]], bool | None] | None = None,
     ) -> None:
-        """Hold the model's deployment lock (a file created atomically in the registry, which every worker sees).
+        """Hold the model's deployment lock (a file created atomically in the registry, seen by every worker).
 
         A run that already holds it (a retry) goes on. A lock whose run is no longer running (`is_running`
         answers False: the run ended without its clean-up) is taken over at once, with a warning naming it;
@@ -436,7 +513,8 @@ class Registry:
         `stale_after` whose run cannot be asked about is broken with a warning.
         """
         path = self.lock_path(slug)
-        claim = json.dumps({"run_id": run_id, "since": time.time(), **(holder_info or {})}).encode()
+        # the lock file's "run_id" holds the run key: the stored name stays, so earlier locks still match
+        claim = json.dumps({"run_id": run_key, "since": time.time(), **(holder_info or {})}).encode()
         deadline = time.monotonic() + wait
         while not self.store.create_exclusive(path, claim):
             holder = self._lock_holder(path)
@@ -445,14 +523,16 @@ class Registry:
                     raise RegistryError(f"could not take the deployment lock {self.store.url(path)}")
                 time.sleep(min(poll, 0.5))
                 continue
-            if holder.get("run_id") == run_id:
-                self._note_held(slug, run_id)
+            if holder.get("run_id") == run_key:
+                self._note_held(slug, run_key)
                 return
             age = time.time() - float(holder.get("since", 0))
             who = describe_holder(holder)
             running = is_running(holder) if is_running else None
             if running is False:
-                log.warning("Taking over the deployment lock of %s from %s, which is no longer running", slug, who)
+                log.warning(
+                    "Taking over the deployment lock of %s from %s, which is no longer running", slug, who
+                )
                 self._break_lock(path, holder)
                 continue
             if running is None and age > stale_after:
@@ -460,28 +540,30 @@ class Registry:
                 self._break_lock(path, holder)
                 continue
             if time.monotonic() >= deadline:
-                raise RegistryError(f"{slug} is being deployed by {who} (for {age:.0f} s); try again when it ends")
+                raise RegistryError(
+                    f"{slug} is being deployed by {who} (for {age:.0f} s); try again when it ends"
+                )
             log.info("Waiting for %s, which holds the deployment lock of %s (for %.0f s)", who, slug, age)
             time.sleep(poll)
-        self._note_held(slug, run_id)
+        self._note_held(slug, run_key)
 
     def _break_lock(self, path: str, holder: dict[str, Any]) -> None:
         """Delete a lock, unless it changed hands since it was read (then the next loop looks again)."""
         if self._lock_holder(path) == holder:
             self.store.delete(path)
 
-    def _held_note(self, run_id: str, slug: str = "") -> str:
-        return posixpath.join(self.root, LOCKS_DIR, f".held.{run_path_segment(run_id)}.{slug}")
+    def _held_note(self, run_key: str, slug: str = "") -> str:
+        return posixpath.join(self.root, LOCKS_DIR, f".held.{run_path_segment(run_key)}.{slug}")
 
-    def _note_held(self, slug: str, run_id: str) -> None:
+    def _note_held(self, slug: str, run_key: str) -> None:
         """An empty file naming the run and the model next to the lock: the clean-up finds the run's locks
         by listing, so it releases them even when the registry cannot be read (WebHDFS OPEN failing)."""
         try:
-            self.store.write_file(self._held_note(run_id, slug), io.BytesIO(b""), 0)
+            self.store.write_file(self._held_note(run_key, slug), io.BytesIO(b""), 0)
         except Exception as exc:  # the lock's own content still names the run
-            log.warning("Could not note the lock of %s for run %s (%s)", slug, run_id, exc)
+            log.warning("Could not note the lock of %s for run %s (%s)", slug, run_key, exc)
 
-    def release_locks(self, run_id: str) -> list[str]:
+    def release_locks(self, run_key: str) -> list[str]:
         """Release every model lock this run holds (the clean-up knows the run, not always the model).
 
         A lock is this run's if its content says so; if its content cannot be read, if the run noted it
@@ -489,9 +571,9 @@ class Registry:
         folder = posixpath.join(self.root, LOCKS_DIR)
         if not self.store.is_dir(folder):
             return []
-        prefix = posixpath.basename(self._held_note(run_id))
+        prefix = posixpath.basename(self._held_note(run_key))
         names = list(self.store.list_files(folder))
-        held = {name[len(prefix):] for name in names if name.startswith(prefix)}
+        held = {name[len(prefix) :] for name in names if name.startswith(prefix)}
         released = []
         for name in names:
             if "/" in name or not name.endswith(".lock"):
@@ -499,7 +581,7 @@ class Registry:
             path, slug = posixpath.join(folder, name), name.removesuffix(".lock")
             try:
                 holder = json.loads(self.read_bytes(path))
-                mine = isinstance(holder, dict) and holder.get("run_id") == run_id
+                mine = isinstance(holder, dict) and holder.get("run_id") == run_key
             except ValueError:
                 mine = slug in held
             except Exception:
@@ -509,7 +591,7 @@ class Registry:
             if mine and self.store.delete(path):
                 released.append(slug)
         for slug in held:
-            self.store.delete(self._held_note(run_id, slug))
+            self.store.delete(self._held_note(run_key, slug))
         return released
 
     def _lock_holder(self, path: str) -> dict[str, Any] | None:
@@ -542,11 +624,16 @@ class Registry:
         with ThreadPoolExecutor(max_workers=self.parallelism) as pool:
             corrupt = [p for p in pool.map(check, manifest) if p]
         if corrupt:
-            raise RegistryError(f"{self.store.url(folder)}: sha256 differs from the staged files for {', '.join(corrupt)}")
+            raise RegistryError(
+                f"{self.store.url(folder)}: sha256 differs from the staged files for {', '.join(corrupt)}"
+            )
 
-    def already_published(self, model: ModelMetadata, manifest: tuple[ManifestEntry, ...], force: bool) -> bool:
+    def already_published(
+        self, model: ModelMetadata, manifest: tuple[ManifestEntry, ...], force: bool
+    ) -> bool:
         """True when the version is in place with exactly this content. Different content replaces a version
-        that never served (logged); one that served is refused unless force. Another model's folder: refused."""
+        that never served (logged); one that served is refused unless force. Another model's folder: refused.
+        """
         self.check_owner(model)
         record = self.published_record(model.slug, model.version)
         if record is None:
@@ -557,11 +644,19 @@ class Registry:
             return True
         where = self.store.url(self.version_path(model.slug, model.version))
         if force:
-            log.warning("%s holds %s %s with different content: replacing it (force)", where, model.name, model.version)
+            log.warning(
+                "%s holds %s %s with different content: replacing it (force)",
+                where,
+                model.name,
+                model.version,
+            )
         elif not self.has_served(model.slug, model.version, record):
             log.warning(
-                "%s holds %s %s with different content that never served: replacing it (Atlas has no entity for it)",
-                where, model.name, model.version,
+                "%s holds %s %s with different content that never served: "
+                "replacing it (Atlas has no entity for it)",
+                where,
+                model.name,
+                model.version,
             )
         else:
             shown = "; ".join(diff[:5]) + (f"; and {len(diff) - 5} more" if len(diff) > 5 else "")
@@ -572,37 +667,47 @@ class Registry:
         return False
 
     def publish(self, doc: DeploymentDocument, force: bool = False) -> RegistryInfo:
-        """Put the run's pending upload in place as the model version, or confirm the same version is there."""
+        """Put the run's pending upload in place as the model version, or confirm that version is there."""
         target = self.version_path(doc.model.slug, doc.model.version)
-        pending = self.pending_path(doc.work_key)
+        pending = self.pending_path(doc.run_key)
         if self.already_published(doc.model, doc.manifest, force):
             log.info("%s already holds this exact content: nothing to publish", self.store.url(target))
             self.store.delete(pending)
             return self._info(target, uploaded=0)
         if not self.store.is_dir(pending):
-            raise RegistryError(f"nothing to publish: {self.store.url(pending)} is missing; run the fetch step again")
+            raise RegistryError(
+                f"nothing to publish: {self.store.url(pending)} is missing; run the fetch step again"
+            )
         self.verify(pending, doc.manifest)
         self._write_manifest(pending, doc)
         if self.store.exists(target):  # the old content differs, and force or it never served
-            self._replace(pending, target, doc.work_key)
+            self._replace(pending, target, doc.run_key)
         else:
             self._rename_into_place(pending, target)
         self.verify(target, doc.manifest)
-        self.store.delete(self.served_marker(doc.model.slug, doc.model.version))  # this content has not served yet
+        self.store.delete(
+            self.served_marker(doc.model.slug, doc.model.version)
+        )  # this content has not served yet
         log.info("Published %s", self.store.url(target))
         return self._info(target, uploaded=sum(e.size for e in doc.manifest))
 
     def _info(self, target: str, uploaded: int) -> RegistryInfo:
-        return RegistryInfo(root=self.location, path=target, url=self.store.url(target), uploaded_bytes=uploaded)
+        return RegistryInfo(
+            root=self.location, path=target, url=self.store.url(target), uploaded_bytes=uploaded
+        )
 
     def _write_manifest(self, folder: str, doc: DeploymentDocument) -> None:
         manifest = {
             "model": {"name": doc.model.name, "slug": doc.model.slug, "version": doc.model.version},
             "files": [{"path": e.path, "size": e.size, "sha256": e.sha256} for e in doc.manifest],
             "executable": doc.executable,
-            "source": {"location": doc.source.location, "kind": doc.source.kind, "revision": doc.source.revision},
+            "source": {
+                "location": doc.source.location,
+                "kind": doc.source.kind,
+                "revision": doc.source.revision,
+            },
             "published_by": {"dag_id": doc.dag_id, "run_id": doc.run_id},
-            "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "serving_recorded": True,  # a served marker under .served/ says whether this version ever served
         }
         data = json.dumps(manifest, indent=2).encode()
@@ -612,17 +717,25 @@ class Registry:
         """Rename src to dst and prove it: WebHDFS's rename onto an existing folder nests src inside it."""
         self.store.makedirs(posixpath.dirname(dst))
         if self.store.exists(dst):
-            raise RegistryError(f"{self.store.url(dst)} appeared while publishing; another run is publishing this version")
+            raise RegistryError(
+                f"{self.store.url(dst)} appeared while publishing; another run is publishing this version"
+            )
         answered = self.store.rename(src, dst)
         nested = posixpath.join(dst, posixpath.basename(src))
         if self.store.exists(nested):
-            raise RegistryError(f"rename of {src} landed inside {self.store.url(dst)}, which another run created meanwhile")
-        if not answered or self.store.exists(src) or not self.store.exists(posixpath.join(dst, MANIFEST_FILE)):
+            raise RegistryError(
+                f"rename of {src} landed inside {self.store.url(dst)}, which another run created meanwhile"
+            )
+        if (
+            not answered
+            or self.store.exists(src)
+            or not self.store.exists(posixpath.join(dst, MANIFEST_FILE))
+        ):
             raise RegistryError(f"rename of {self.store.url(src)} to {self.store.url(dst)} failed")
 
-    def _replace(self, pending: str, target: str, run_id: str) -> None:
+    def _replace(self, pending: str, target: str, run_key: str) -> None:
         """`force`: move the old version aside, rename the new one in, then drop the old (or restore it)."""
-        aside = posixpath.join(self.root, TRASH_DIR, run_path_segment(run_id))
+        aside = posixpath.join(self.root, TRASH_DIR, run_path_segment(run_key))
         self.store.makedirs(posixpath.dirname(aside))
         self.store.delete(aside)
         if not self.store.rename(target, aside):
@@ -653,5 +766,7 @@ class Registry:
                 out.write(chunk)
         if digest.hexdigest() != sha256:
             tmp.unlink()
-            raise RegistryError(f"{self.store.url(path)}: sha256 {digest.hexdigest()} is not the published {sha256}")
+            raise RegistryError(
+                f"{self.store.url(path)}: sha256 {digest.hexdigest()} is not the published {sha256}"
+            )
         os.replace(tmp, local)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import requests
 
@@ -39,7 +40,7 @@ def with_retries(
     transient: Callable[[BaseException], bool] = is_transient,
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
-    """Run call(); on a transient failure wait backoff, 2*backoff, ... and try again, attempts times in all."""
+    """Run call(); on a transient failure wait backoff, 2*backoff, ... and try again (attempts in all)."""
     for attempt in range(1, attempts + 1):
         try:
             return call()

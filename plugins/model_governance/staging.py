@@ -14,18 +14,21 @@ import os
 import re
 import shutil
 import stat
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import IO
 from urllib.parse import urlsplit, urlunsplit
 
+from model_governance.connections import STAGING_CONN_ID
 from model_governance.exceptions import StagingError
 from model_governance.metadata import METADATA_FILE, ManifestEntry, ModelMetadata, SourceInfo
 
 log = logging.getLogger(__name__)
 
 STAGING_ROOT_ENV = "MODEL_GOVERNANCE_STAGING_ROOT"
+DEFAULT_STAGING_ROOT = Path("/srv/model-governance/staging")  # where owners stage models, unless configured
 README_FILE = "README.md"
 EXECUTABLE_DIR = "executable"
 RECOMMENDED_DIRS = ("code", "trainingdata")
@@ -34,11 +37,12 @@ HASH_CHUNK = 1024 * 1024
 
 
 def default_staging_root() -> Path:
-    """Where relative `staging` params are looked up: $MODEL_GOVERNANCE_STAGING_ROOT, else the shipped examples."""
+    """Where relative `staging` params are looked up: $MODEL_GOVERNANCE_STAGING_ROOT, else
+    /srv/model-governance/staging (never a folder of the source checkout: `make demo`, the tests set it)."""
     configured = os.environ.get(STAGING_ROOT_ENV)
     if configured:
         return Path(configured)
-    return Path(__file__).resolve().parents[2] / "examples" / "staging"
+    return DEFAULT_STAGING_ROOT
 
 
 def resolve_source(staging: str, staging_root: Path | None = None) -> str:
@@ -96,7 +100,9 @@ def fetch_local(source: Path, workdir: Path) -> Path:
     if not stat.S_ISDIR(info.st_mode):
         raise StagingError(f"staging {source} is not a folder")
     if not os.path.lexists(source / METADATA_FILE):
-        raise StagingError(f"staging {source}: no {METADATA_FILE}, so not a staged model (nothing was copied)")
+        raise StagingError(
+            f"staging {source}: no {METADATA_FILE}, so not a staged model (nothing was copied)"
+        )
     target = workdir / "staged"
     target.mkdir(parents=True, exist_ok=True)
     root_fd = os.open(source, os.O_RDONLY | os.O_DIRECTORY)
@@ -104,7 +110,9 @@ def fetch_local(source: Path, workdir: Path) -> Path:
         entries = _inspect_tree(source, root_fd, info.st_uid)
         for dirpath, dirnames, _ in os.walk(source, followlinks=False):  # empty folders too (executable/)
             rel_dir = Path(dirpath).relative_to(source)
-            dirnames[:] = [d for d in dirnames if d not in IGNORED_NAMES and not os.path.islink(os.path.join(dirpath, d))]
+            dirnames[:] = [
+                d for d in dirnames if d not in IGNORED_NAMES and not os.path.islink(os.path.join(dirpath, d))
+            ]
             (target / rel_dir).mkdir(parents=True, exist_ok=True)
         for entry in entries:
             _copy_entry(source, root_fd, entry, target)
@@ -115,7 +123,7 @@ def fetch_local(source: Path, workdir: Path) -> Path:
 
 @dataclass(frozen=True)
 class _Entry:
-    """A file of the staged folder as inspected: where it is, where its bytes are (a link's target), which inode."""
+    """A file of the staged folder as inspected: where it is, where its bytes are (link target), its inode."""
 
     rel: str  # its path in the staged model
     real: str  # the path, inside the folder, of the file holding its bytes (itself, or a link's target)
@@ -142,14 +150,18 @@ def _open_inside(root_fd: int, rel: str, source: Path, shown: str) -> tuple[int,
             name = todo.pop(0)
             if name == "..":
                 if not done:
-                    raise StagingError(f"staging {source}: {shown} is a link to a path outside the staged folder")
+                    raise StagingError(
+                        f"staging {source}: {shown} is a link to a path outside the staged folder"
+                    )
                 done.pop()
                 os.close(fds.pop())
                 continue
             try:
                 st = os.stat(name, dir_fd=fds[-1], follow_symlinks=False)
             except FileNotFoundError:
-                raise StagingError(f"staging {source}: {shown} is a dangling link, or vanished while being copied") from None
+                raise StagingError(
+                    f"staging {source}: {shown} is a dangling link, or vanished while being copied"
+                ) from None
             except OSError as exc:
                 raise StagingError(f"staging {source}: {shown} cannot be read ({exc.strerror})") from None
             if stat.S_ISLNK(st.st_mode):
@@ -160,7 +172,9 @@ def _open_inside(root_fd: int, rel: str, source: Path, shown: str) -> tuple[int,
                 if link.startswith("/"):
                     inside = os.path.relpath(os.path.normpath(link), root_real)
                     if inside == ".." or inside.startswith("../"):
-                        raise StagingError(f"staging {source}: {shown} is a link to {link}, outside the staged folder")
+                        raise StagingError(
+                            f"staging {source}: {shown} is a link to {link}, outside the staged folder"
+                        )
                     while len(fds) > 1:
                         os.close(fds.pop())
                     done = []
@@ -168,11 +182,15 @@ def _open_inside(root_fd: int, rel: str, source: Path, shown: str) -> tuple[int,
                 todo = [p for p in link.split("/") if p not in ("", ".")] + todo
                 continue
             if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
-                raise StagingError(f"staging {source}: {shown} is not a regular file (device, socket or pipe)")
+                raise StagingError(
+                    f"staging {source}: {shown} is not a regular file (device, socket or pipe)"
+                )
             try:
                 fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fds[-1])
             except OSError as exc:  # ELOOP: it became a link since the stat
-                raise StagingError(f"staging {source}: {shown} changed while being copied ({exc.strerror})") from None
+                raise StagingError(
+                    f"staging {source}: {shown} changed while being copied ({exc.strerror})"
+                ) from None
             if todo and not stat.S_ISDIR(os.fstat(fd).st_mode):
                 os.close(fd)
                 raise StagingError(f"staging {source}: {shown} passes through a file that is not a folder")
@@ -206,19 +224,23 @@ def _inspect_tree(source: Path, root_fd: int, owner: int) -> list[_Entry]:
                 os.close(fd)
             if stat.S_ISDIR(st.st_mode):
                 if os.path.islink(os.path.join(dirpath, name)):
-                    raise StagingError(f"staging {source}: {rel} is a link to a folder; stage the folder itself")
+                    raise StagingError(
+                        f"staging {source}: {rel} is a link to a folder; stage the folder itself"
+                    )
                 continue
             if not stat.S_ISREG(st.st_mode):
                 raise StagingError(f"staging {source}: {rel} is not a regular file (device, socket or pipe)")
             if st.st_nlink > 1 and st.st_uid != owner:
                 raise StagingError(
-                    f"staging {source}: {rel} is a hard link to a file of another user (uid {st.st_uid}); copy the file instead"
+                    f"staging {source}: {rel} is a hard link to a file of another user (uid {st.st_uid}); "
+                    "copy the file instead"
                 )
             total += st.st_size
             entries.append(_Entry(rel=rel, real=real, dev=st.st_dev, ino=st.st_ino, size=st.st_size))
             if len(entries) > MAX_ARCHIVE_FILES or total > MAX_ARCHIVE_BYTES:
                 raise StagingError(
-                    f"staging {source}: more than {MAX_ARCHIVE_FILES} files or {MAX_ARCHIVE_BYTES} bytes; not a staged model?"
+                    f"staging {source}: more than {MAX_ARCHIVE_FILES} files or {MAX_ARCHIVE_BYTES} bytes; "
+                    "not a staged model?"
                 )
     return entries
 
@@ -229,7 +251,9 @@ def _copy_entry(source: Path, root_fd: int, entry: _Entry, target: Path) -> None
     try:
         st = os.fstat(fd)
         if (st.st_dev, st.st_ino) != (entry.dev, entry.ino) or not stat.S_ISREG(st.st_mode):
-            raise StagingError(f"staging {source}: {entry.rel} changed while it was being copied (a link or file swapped in)")
+            raise StagingError(
+                f"staging {source}: {entry.rel} changed while it was being copied (a link or file swapped in)"
+            )
         out_path = target / entry.rel
         out_path.parent.mkdir(parents=True, exist_ok=True)
         os.set_blocking(fd, True)
@@ -251,7 +275,9 @@ def check_entry_name(rel: str, where: str) -> None:
         if ":" in part:
             raise StagingError(f"{where}: {rel!r} has a ':' in its name, which HDFS refuses; rename it")
         if len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
-            raise StagingError(f"{where}: {rel[:80]!r}… has a name longer than {MAX_NAME_BYTES} bytes; shorten it")
+            raise StagingError(
+                f"{where}: {rel[:80]!r}… has a name longer than {MAX_NAME_BYTES} bytes; shorten it"
+            )
         if any(ord(c) < 32 or ord(c) == 127 for c in part):
             raise StagingError(f"{where}: {rel!r} has a control character in its name; rename it")
 
@@ -260,32 +286,46 @@ def check_layout(folder: Path, require_endpoint: bool = True) -> tuple[ModelMeta
     """Read the metadata and find the one serialized model; errors name the file or key at fault."""
     metadata = ModelMetadata.load(folder / METADATA_FILE, require_endpoint=require_endpoint)
     if (folder / "MANIFEST.json").exists():
-        raise StagingError(f"{folder / 'MANIFEST.json'}: the name is the registry's own manifest; rename the file")
+        raise StagingError(
+            f"{folder / 'MANIFEST.json'}: the name is the registry's own manifest; rename the file"
+        )
     if not (folder / README_FILE).is_file():
-        raise StagingError(f"{folder / README_FILE}: the staged model has no {README_FILE} describing the project")
+        raise StagingError(
+            f"{folder / README_FILE}: the staged model has no {README_FILE} describing the project"
+        )
     for name in RECOMMENDED_DIRS:
         if not (folder / name).is_dir():
-            log.warning("The staged model has no %s/ folder: the deployment will not trace to its %s.", name, name)
+            log.warning(
+                "The staged model has no %s/ folder: the deployment will not trace to its %s.", name, name
+            )
     executable_dir = folder / EXECUTABLE_DIR
     if not executable_dir.is_dir():
-        raise StagingError(f"{executable_dir}: the staged model has no {EXECUTABLE_DIR}/ folder holding the serialized model")
+        raise StagingError(
+            f"{executable_dir}: the staged model has no {EXECUTABLE_DIR}/ folder holding the serialized model"
+        )
     candidates = sorted(p.name for p in executable_dir.iterdir() if p.name not in IGNORED_NAMES)
     if metadata.executable:
         name = metadata.executable.removeprefix(f"{EXECUTABLE_DIR}/")
         if name not in candidates:
             raise StagingError(
-                f"{folder / METADATA_FILE}: model.executable {metadata.executable!r} is not in {EXECUTABLE_DIR}/ "
-                f"(it holds: {', '.join(candidates) or 'nothing'})"
+                f"{folder / METADATA_FILE}: model.executable {metadata.executable!r} "
+                f"is not in {EXECUTABLE_DIR}/ (it holds: {', '.join(candidates) or 'nothing'})"
             )
     elif len(candidates) != 1:
         raise StagingError(
             f"{executable_dir}: must hold exactly one serialized model, found {len(candidates)}"
-            + (f" ({', '.join(candidates)}); name the one to deploy with model.executable" if candidates else "")
+            + (
+                f" ({', '.join(candidates)}); name the one to deploy with model.executable"
+                if candidates
+                else ""
+            )
         )
     else:
         name = candidates[0]
     if not (executable_dir / name).is_file():
-        raise StagingError(f"{executable_dir / name}: the serialized model must be a file (an MLeap bundle .zip, PMML...)")
+        raise StagingError(
+            f"{executable_dir / name}: the serialized model must be a file (an MLeap bundle .zip, PMML...)"
+        )
     return metadata, f"{EXECUTABLE_DIR}/{name}"
 
 
@@ -332,7 +372,7 @@ class Credentials:
     conn_id: str = ""
 
     @classmethod
-    def from_connection(cls, conn_id: str | None) -> "Credentials":
+    def from_connection(cls, conn_id: str | None) -> Credentials:
         if not conn_id:
             return cls()
         from airflow.sdk import BaseHook
@@ -346,9 +386,16 @@ class Credentials:
         token = extra.get("token") or (conn.password if not conn.login else None)
         hosts = [h.strip().lower() for h in (conn.host or "").split(",") if h.strip()]
         listed = extra.get("hosts") or []
-        hosts += [h.strip().lower() for h in (listed.split(",") if isinstance(listed, str) else listed) if h.strip()]
-        return cls(login=conn.login or None, password=conn.password or None, token=token,
-                   hosts=tuple(_host_of(h) for h in hosts), conn_id=conn_id)
+        hosts += [
+            h.strip().lower() for h in (listed.split(",") if isinstance(listed, str) else listed) if h.strip()
+        ]
+        return cls(
+            login=conn.login or None,
+            password=conn.password or None,
+            token=token,
+            hosts=tuple(_host_of(h) for h in hosts),
+            conn_id=conn_id,
+        )
 
     @property
     def present(self) -> bool:
@@ -363,7 +410,9 @@ class Credentials:
         if self.present and not self.allowed(url):
             log.info(
                 "Credentials of connection %r not sent to %s: only over https to %s",
-                self.conn_id, redact_url(url), ", ".join(self.hosts) or "the host(s) the connection names (none named)",
+                self.conn_id,
+                redact_url(url),
+                ", ".join(self.hosts) or "the host(s) the connection names (none named)",
             )
 
 
@@ -393,7 +442,10 @@ def check_git_ref(ref: str, shown: str) -> None:
     if _HEX_RE.fullmatch(ref):
         return
     bad = (
-        ref.startswith(("-", "/", ".")) or ref.endswith(("/", ".", ".lock")) or ref == "@" or len(ref) > 255
+        ref.startswith(("-", "/", "."))
+        or ref.endswith(("/", ".", ".lock"))
+        or ref == "@"
+        or len(ref) > 255
         or _REF_FORBIDDEN.search(ref) is not None
         or any(part.startswith(".") or part.endswith(".lock") for part in ref.split("/"))
     )
@@ -404,17 +456,25 @@ def check_git_ref(ref: str, shown: str) -> None:
 def parse_git_source(location: str) -> tuple[str, str | None]:
     """`git+<url>[@<ref>]` -> (url, ref): a branch, tag or commit SHA; None means the default branch.
 
-    Only https and file URLs; the ref is checked by git's own naming rules, so neither can become an option."""
+    Only https and file URLs; the ref is checked by git's own naming rules, so neither can become an option.
+    """
     url = location.removeprefix("git+")
     refuse_embedded_credentials(location)
     parts = urlsplit(url)
     if parts.scheme not in GIT_TRANSPORTS:
-        raise StagingError(f"staging {redact_url(location)!r}: git sources are git+https://… or git+file:///…")
+        raise StagingError(
+            f"staging {redact_url(location)!r}: git sources are git+https://… or git+file:///…"
+        )
     path, ref = parts.path, None
     if "@" in path:
         path, ref = path.rsplit("@", 1)
     clean = urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
-    if not path.startswith("/") or path.startswith("/-") or (parts.hostname or "").startswith("-") or parts.fragment:
+    if (
+        not path.startswith("/")
+        or path.startswith("/-")
+        or (parts.hostname or "").startswith("-")
+        or parts.fragment
+    ):
         raise StagingError(f"staging {redact_url(location)!r}: not a repository URL")
     if ref is not None:
         check_git_ref(ref, redact_url(location))
@@ -428,12 +488,21 @@ def git_environment(url: str, credentials: Credentials) -> dict[str, str]:
 
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
-        "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_ALLOW_PROTOCOL": ":".join(GIT_TRANSPORTS), "GIT_PROTOCOL_FROM_USER": "0", "GIT_ASKPASS": "",
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_ALLOW_PROTOCOL": ":".join(GIT_TRANSPORTS),
+        "GIT_PROTOCOL_FROM_USER": "0",
+        "GIT_ASKPASS": "",
         "SSH_ASKPASS": "",
     }
-    config = [("protocol.allow", "never"), ("protocol.https.allow", "always"), ("protocol.file.allow", "always"),
-              ("core.hooksPath", os.devnull), ("http.followRedirects", "false")]
+    config = [
+        ("protocol.allow", "never"),
+        ("protocol.https.allow", "always"),
+        ("protocol.file.allow", "always"),
+        ("core.hooksPath", os.devnull),
+        ("http.followRedirects", "false"),
+    ]
     credentials.explain(url)
     if credentials.allowed(url):
         secret = credentials.token if credentials.token and not credentials.login else credentials.password
@@ -461,7 +530,16 @@ def fetch_git(location: str, workdir: Path, credentials: Credentials) -> tuple[P
     secret = credentials.token or credentials.password
 
     def git(*args: str, cwd: Path | None = None) -> str:
-        command = ["git", "-c", "protocol.allow=never", "-c", "protocol.https.allow=always", "-c", "protocol.file.allow=always", *args]
+        command = [
+            "git",
+            "-c",
+            "protocol.allow=never",
+            "-c",
+            "protocol.https.allow=always",
+            "-c",
+            "protocol.file.allow=always",
+            *args,
+        ]
         result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
         if result.returncode != 0:
             message = " ".join(result.stderr.split())
@@ -487,7 +565,7 @@ def fetch_git(location: str, workdir: Path, credentials: Credentials) -> tuple[P
 
 
 def archive_url(location: str) -> str:
-    """`github:owner/repo@ref` and `gitlab:owner/repo@ref` as their hosts' archive URLs; other URLs as given."""
+    """`github:owner/repo@ref`, `gitlab:owner/repo@ref` as their hosts' archive URLs; other URLs as given."""
     for prefix, template in (
         ("github:", "https://github.com/{repo}/zipball/{ref}"),  # the seed's: /{owner}/{repo}/zipball/{ref}
         ("gitlab:", "https://gitlab.com/{repo}/-/archive/{ref}/{name}-{ref}.zip"),
@@ -502,7 +580,8 @@ MAX_REDIRECTS = 5
 
 
 def download(url: str, target: Path, credentials: Credentials) -> str:
-    """Stream url to target; its sha256. GitHub takes `Authorization: token`, GitLab `PRIVATE-TOKEN`, others basic.
+    """Stream url to target; its sha256. GitHub takes `Authorization: token`, GitLab `PRIVATE-TOKEN`, others
+    basic.
 
     Redirects are followed here, one by one, so that the credentials go only where `Credentials.allowed`
     says (GitHub's zipball redirects to codeload.github.com with a signed URL: no credentials needed)."""
@@ -523,7 +602,9 @@ def download(url: str, target: Path, credentials: Credentials) -> str:
                     )
                 elif credentials.login:
                     auth = (credentials.login, credentials.password or credentials.token or "")
-            with requests.get(current, headers=headers, auth=auth, stream=True, timeout=60, allow_redirects=False) as response:
+            with requests.get(
+                current, headers=headers, auth=auth, stream=True, timeout=60, allow_redirects=False
+            ) as response:
                 if response.is_redirect:
                     following = requests.compat.urljoin(current, response.headers["Location"])
                     if urlsplit(following).scheme not in ("http", "https"):
@@ -531,7 +612,9 @@ def download(url: str, target: Path, credentials: Credentials) -> str:
                     current = following
                     continue
                 if response.status_code != 200:
-                    raise StagingError(f"downloading {redact_url(url)} answered {response.status_code} {response.reason}")
+                    raise StagingError(
+                        f"downloading {redact_url(url)} answered {response.status_code} {response.reason}"
+                    )
                 with target.open("wb") as out:
                     for chunk in response.iter_content(DOWNLOAD_CHUNK):
                         size += len(chunk)
@@ -545,7 +628,9 @@ def download(url: str, target: Path, credentials: Credentials) -> str:
         raise StagingError(f"downloading {redact_url(url)} failed: {type(exc).__name__}") from None
 
 
-def safe_extract(archive: Path, target: Path, max_bytes: int = MAX_ARCHIVE_BYTES, max_files: int = MAX_ARCHIVE_FILES) -> Path:
+def safe_extract(
+    archive: Path, target: Path, max_bytes: int = MAX_ARCHIVE_BYTES, max_files: int = MAX_ARCHIVE_FILES
+) -> Path:
     """Extract a zip or tar into target, refusing anything that could write outside it or exhaust the disk.
 
     Refused: absolute paths and `..`, links (a staged model has no need of them), devices and FIFOs, and
@@ -568,7 +653,7 @@ def safe_extract(archive: Path, target: Path, max_bytes: int = MAX_ARCHIVE_BYTES
             raise StagingError(f"{archive.name}: entry {name!r} would be written outside the working folder")
         return path
 
-    def copy(stream, path: Path, name: str) -> None:
+    def copy(stream: IO[bytes], path: Path, name: str) -> None:
         nonlocal written, count
         count += 1
         if count > max_files:
@@ -580,17 +665,23 @@ def safe_extract(archive: Path, target: Path, max_bytes: int = MAX_ARCHIVE_BYTES
                 while chunk := stream.read(DOWNLOAD_CHUNK):
                     written += len(chunk)
                     if written > max_bytes:
-                        raise StagingError(f"{archive.name}: expands past {max_bytes} bytes (a zip bomb?) at {name!r}")
+                        raise StagingError(
+                            f"{archive.name}: expands past {max_bytes} bytes (a zip bomb?) at {name!r}"
+                        )
                     out.write(chunk)
         except OSError as exc:
-            raise StagingError(f"{archive.name}: entry {name[:80]!r} cannot be extracted ({exc.strerror})") from None
+            raise StagingError(
+                f"{archive.name}: entry {name[:80]!r} cannot be extracted ({exc.strerror})"
+            ) from None
 
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
             for info in zf.infolist():
                 mode = info.external_attr >> 16
                 if stat.S_ISLNK(mode):
-                    raise StagingError(f"{archive.name}: {info.filename!r} is a symbolic link; links are not staged")
+                    raise StagingError(
+                        f"{archive.name}: {info.filename!r} is a symbolic link; links are not staged"
+                    )
                 path = destination(info.filename)
                 if info.is_dir():
                     path.mkdir(parents=True, exist_ok=True)
@@ -606,9 +697,14 @@ def safe_extract(archive: Path, target: Path, max_bytes: int = MAX_ARCHIVE_BYTES
                 elif member.issym() or member.islnk():
                     raise StagingError(f"{archive.name}: {member.name!r} is a link; links are not staged")
                 elif not member.isfile():
-                    raise StagingError(f"{archive.name}: {member.name!r} is a device, FIFO or other special file")
+                    raise StagingError(
+                        f"{archive.name}: {member.name!r} is a device, FIFO or other special file"
+                    )
                 else:
-                    copy(tf.extractfile(member), path, member.name)
+                    content = tf.extractfile(member)
+                    if content is None:  # tarfile has no stream for anything but a regular file
+                        raise StagingError(f"{archive.name}: {member.name!r} cannot be read")
+                    copy(content, path, member.name)
     else:
         raise StagingError(f"{archive.name}: not a zip or tar archive")
     entries = [p for p in target.iterdir() if p.name not in IGNORED_NAMES]
@@ -622,12 +718,12 @@ def stage(
     workdir: Path,
     require_endpoint: bool = True,
     staging_root: Path | None = None,
-    conn_id: str | None = "staging_default",
+    conn_id: str | None = STAGING_CONN_ID,
 ) -> StagedModel:
     """Fetch the staged model into workdir and verify it: step 2a up to, not including, the upload.
 
-    `staging` is a local folder (absolute, or relative to the staging root), `git+<url>[@<ref>]`, an
-    archive URL (`https://…/zipball/<ref>`, `…/archive/….zip`, `….tar.gz`) or `github:`/`gitlab:owner/repo@ref`.
+    `staging` is a local folder (absolute, or relative to the staging root), `git+<url>[@<ref>]`, an archive
+    URL (`https://…/zipball/<ref>`, `…/archive/….zip`, `….tar.gz`) or `github:`/`gitlab:owner/repo@ref`.
     Errors name the user's own folder or URL, never the task's working copy.
     """
     location = resolve_source(staging, staging_root)
@@ -650,7 +746,9 @@ def stage(
         folder = fetch_local(Path(local_path(location)), workdir)
         kind, revision = "local", ""
     else:
-        raise StagingError(f"staging {shown!r}: not a folder, git+<url>, archive URL, github: or gitlab: source")
+        raise StagingError(
+            f"staging {shown!r}: not a folder, git+<url>, archive URL, github: or gitlab: source"
+        )
     with users_paths(folder, shown):
         for path in sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")):
             check_entry_name(path, f"staging {shown}")
@@ -658,11 +756,13 @@ def stage(
         check_sample(folder)
     manifest = build_manifest(folder)
     source = SourceInfo(location=shown, kind=kind, revision=revision or f"sha256:{manifest_digest(manifest)}")
-    return StagedModel(folder=folder, metadata=metadata, executable=executable, manifest=manifest, source=source)
+    return StagedModel(
+        folder=folder, metadata=metadata, executable=executable, manifest=manifest, source=source
+    )
 
 
 def local_path(location: str) -> str:
-    """`/path`, or a `file:` URL: `file:///path` or `file://localhost/path`, never relative to a working folder."""
+    """`/path`, or a `file:` URL (`file:///path`, `file://localhost/path`); never relative to a cwd."""
     if location.startswith("/"):
         return location
     parts = urlsplit(location)
@@ -700,6 +800,9 @@ def check_sample(folder: Path) -> None:
     except (ValueError, KeyError, TypeError):
         ok = False
     if not ok:
-        raise StagingError(f"{path}: not a LeapFrame ({{\"schema\": {{\"fields\": [...]}}, \"rows\": [...]}})")
+        raise StagingError(f'{path}: not a LeapFrame ({{"schema": {{"fields": [...]}}, "rows": [...]}})')
     if not rows:
-        raise StagingError(f"{path}: rows is empty; give at least one row, so that the deploy step can verify the model scores")
+        raise StagingError(
+            f"{path}: rows is empty; give at least one row, "
+            "so that the deploy step can verify the model scores"
+        )

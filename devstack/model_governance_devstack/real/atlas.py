@@ -383,7 +383,7 @@ class RealAtlas:
 
     def connection(self) -> dict[str, Any]:
         """The Airflow connection (JSON form) that reaches this server."""
-        return {"conn_type": "http", "host": "127.0.0.1", "port": self.port, "login": self.user,
+        return {"conn_type": "atlas", "host": "127.0.0.1", "port": self.port, "login": self.user,
                 "password": self.password}
 
     def rss_mib(self) -> float | None:

@@ -72,7 +72,7 @@ class MLeapRuntimeHost:
         """The Airflow connection the product's MLeap hook reads: spring-boot API, `file:` URIs of bundles in
         `models_dir`. The host runs on this machine, so the folder it reads is the folder the deploy writes."""
         folder = str(self.models_dir)
-        return {"conn_type": "http", "host": "127.0.0.1", "port": self.port,
+        return {"conn_type": "mleap", "host": "127.0.0.1", "port": self.port,
                 "extra": {"api": "spring-boot", "models_dir": folder, "models_mount": folder}}
 
     def start(self, timeout: float = 120) -> "MLeapRuntimeHost":

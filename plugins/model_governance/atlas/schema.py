@@ -23,7 +23,9 @@ MODEL_TYPE = "model"
 TYPE_VERSION = "2.0"
 ARTIFACTS_RELATIONSHIP = "model_artifacts"
 HDFS_PATH, FS_PATH, HIVE_TABLE, PROCESS = "hdfs_path", "fs_path", "hive_table", "Process"
-DEPLOYED, SUPERSEDED, RETIRED = "deployed", "superseded", "retired"
+DEPLOYED, SUPERSEDED = "deployed", "superseded"
+# reserved for retiring a deployment (issue 15): nothing sets it yet, so the CLI does not offer it
+RETIRED = "retired"
 
 # -- attributes `model` inherits (Referenceable, Asset, Process) ------------------------------------------
 QUALIFIED_NAME, NAME, DESCRIPTION, OWNER = "qualifiedName", "name", "description", "owner"
@@ -60,7 +62,7 @@ SEED_ATTRIBUTES = (
 )
 
 # -- added after the seed: optional, so that an existing `model` type takes them with a plain update ------
-DEPLOY_STATUS = "deployStatus"  # deployed | superseded | retired
+DEPLOY_STATUS = "deployStatus"  # deployed | superseded (| retired, once retire exists)
 DEPLOY_TIME = "deployTime"  # deploy.datetime as a date, for time-range searches
 HOST_TYPE = "hostType"
 ENDPOINT_URL = "endpointUrl"  # the scoring URL: legacy /transform, spring-boot /models/<name>/transform

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import posixpath
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from model_governance.deploy import legacy, spring_boot
@@ -79,7 +79,7 @@ def deploy_microservice(
         previous = deliver_previous(hook, registry, current, webhdfs_conn_id)
         facts = legacy.deploy(hook, bundle, previous, sample, load_timeout)
     elif facts is None:
-        facts = spring_boot.deploy(hook, bundle, name, doc.work_key, sample, load_timeout)
+        facts = spring_boot.deploy(hook, bundle, name, doc.run_key, sample, load_timeout)
     registry.mark_served(doc, facts["scoring_url"])  # from now on this version is immutable unless forced
     return DeployFacts(
         host_type="microservice",
@@ -87,7 +87,7 @@ def deploy_microservice(
         endpoint_url=f"{hook.url}/{doc.model.endpoint}",
         serialized_object=posixpath.basename(doc.executable),
         target=target,
-        **{"deployed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **facts},
+        **{"deployed_at": datetime.now(UTC).isoformat(timespec="seconds"), **facts},
     )
 
 

@@ -16,13 +16,16 @@ import posixpath
 import sys
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from model_governance.bundle import validate_spark_pipeline
 from model_governance.exceptions import BundleError, InvalidInputError, RegistryError
 from model_governance.metadata import DeploymentDocument, ManifestEntry
 from model_governance.registry import Registry, run_path_segment
 from model_governance.spark_jobs.score_batch import prediction_columns
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +39,7 @@ def parse_datasets(value: list[str] | str | None) -> list[str]:
     return [location.strip() for item in items for location in str(item).split(",") if location.strip()]
 
 
-def submit_options(conn: Any) -> dict[str, Any]:
+def submit_options(conn: Connection) -> dict[str, Any]:
     """SparkSubmitHook arguments: quiet and light, and for a local master the worker's own Python and
     `spark-submit` (the connection's extra `spark_submit` may name one; the provider takes only names on
     PATH)."""

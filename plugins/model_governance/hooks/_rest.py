@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import logging
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import requests
 import tenacity
 from airflow.providers.http.hooks.http import HttpHook
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,8 @@ class RestHook(HttpHook):
     """
 
     own_extras: frozenset[str] = frozenset()  # the hook's settings: never sent as HTTP headers
+    ui_relabeling: ClassVar[dict[str, str]] = {}  # the connection form's labels, beyond the common ones
+    ui_placeholders: ClassVar[dict[str, str]] = {}  # and its placeholders: the service's defaults
     default_timeout = 30.0
     retry_attempts = 4
     transient_statuses: frozenset[int] = TRANSIENT_STATUSES
@@ -42,8 +47,21 @@ class RestHook(HttpHook):
         self._timeout = timeout
         self.retry_backoff = retry_backoff
 
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """The connection form: the service's fields, its defaults and an example extra as placeholders."""
+        return {
+            "hidden_fields": [],
+            "relabeling": {
+                "schema": "Protocol (http or https)",
+                "extra": "Extra (JSON)",
+                **cls.ui_relabeling,
+            },
+            "placeholders": {"schema": "http", **cls.ui_placeholders},
+        }
+
     @cached_property
-    def connection(self) -> Any:
+    def connection(self) -> Connection:
         return self.get_connection(self.http_conn_id)
 
     @property
@@ -65,7 +83,7 @@ class RestHook(HttpHook):
         return float(self.extras.get("timeout", self.default_timeout))
 
     def _configure_session_from_extra(
-        self, session: requests.Session, connection: Any, extra_options: dict[str, Any] | None = None
+        self, session: requests.Session, connection: Connection, extra_options: dict[str, Any]
     ) -> requests.Session:
         # HttpHook sends every extra it does not know as a header: not this hook's own settings.
         session = super()._configure_session_from_extra(session, connection, extra_options)

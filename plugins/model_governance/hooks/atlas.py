@@ -11,12 +11,16 @@ in `model_governance.atlas`.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import requests
 
+from model_governance.connections import ATLAS_CONN_ID
 from model_governance.exceptions import AtlasError, AtlasRefusedError
 from model_governance.hooks._rest import RestHook, response_text
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
 
 API = "/api/atlas/v2"
 DEFAULT_PORT = 21000
@@ -34,35 +38,26 @@ class AtlasHook(RestHook):
     """
 
     conn_name_attr = "atlas_conn_id"
-    default_conn_name = "atlas_default"
+    default_conn_name = ATLAS_CONN_ID
     conn_type = "atlas"
     hook_name = "Apache Atlas"
     own_extras = frozenset({"cluster_name", "timeout"})
     transient_statuses = frozenset(range(500, 600))  # a 5xx from Atlas is its own failure: worth another try
     default_timeout = 30.0
 
-    def __init__(
-        self, atlas_conn_id: str = default_conn_name, timeout: float | None = None, retry_backoff: float = 0.5
-    ) -> None:
-        super().__init__(atlas_conn_id, timeout, retry_backoff)
+    ui_relabeling: ClassVar[dict[str, str]] = {"login": "User"}
+    ui_placeholders: ClassVar[dict[str, str]] = {
+        "host": "atlas.example.com",
+        "port": str(DEFAULT_PORT),
+        "login": "admin",
+        "extra": json.dumps({"verify": True, "cluster_name": "primary", "timeout": 30}),
+    }
+
+    def __init__(self, atlas_conn_id: str = ATLAS_CONN_ID, **kwargs: Any) -> None:
+        super().__init__(atlas_conn_id, **kwargs)
         self.atlas_conn_id = atlas_conn_id
 
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """The connection form: Atlas's fields, with its defaults as placeholders."""
-        return {
-            "hidden_fields": [],
-            "relabeling": {"schema": "Protocol (http or https)", "login": "User", "extra": "Extra (JSON)"},
-            "placeholders": {
-                "host": "atlas.example.com",
-                "port": str(DEFAULT_PORT),
-                "schema": "http",
-                "login": "admin",
-                "extra": json.dumps({"verify": True, "cluster_name": "primary", "timeout": 30}),
-            },
-        }
-
-    def _set_base_url(self, connection: Any) -> None:
+    def _set_base_url(self, connection: Connection) -> None:
         super()._set_base_url(connection)
         if not connection.port and "://" not in (connection.host or ""):
             self.base_url = f"{self.base_url}:{DEFAULT_PORT}"  # Atlas's own port

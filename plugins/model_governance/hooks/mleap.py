@@ -23,10 +23,11 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import requests
 
+from model_governance.connections import MLEAP_CONN_ID
 from model_governance.exceptions import DeployError, ModelLoadError, ModelVerificationError
 from model_governance.hooks._rest import RestHook, response_text
 
@@ -50,7 +51,7 @@ class MLeapServingHook(RestHook):
     """
 
     conn_name_attr = "mleap_conn_id"
-    default_conn_name = "mleap_default"
+    default_conn_name = MLEAP_CONN_ID
     conn_type = "mleap"
     hook_name = "MLeap serving"
     own_extras = frozenset(
@@ -58,26 +59,15 @@ class MLeapServingHook(RestHook):
     )
     default_timeout = 60.0
 
-    def __init__(
-        self, mleap_conn_id: str = default_conn_name, timeout: float | None = None, retry_backoff: float = 0.5
-    ) -> None:
-        super().__init__(mleap_conn_id, timeout, retry_backoff)
-        self.mleap_conn_id = mleap_conn_id
+    ui_placeholders: ClassVar[dict[str, str]] = {
+        "host": "mleap.example.com",
+        "port": "65327",
+        "extra": json.dumps({"api": "legacy", "models_dir": "/srv/mleap/models", "models_mount": "/models"}),
+    }
 
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """The connection form: the serving host, and the extras with an example."""
-        example = {"api": "legacy", "models_dir": "/srv/mleap/models", "models_mount": "/models"}
-        return {
-            "hidden_fields": [],
-            "relabeling": {"schema": "Protocol (http or https)", "extra": "Extra (JSON)"},
-            "placeholders": {
-                "host": "mleap.example.com",
-                "port": "65327",
-                "schema": "http",
-                "extra": json.dumps(example),
-            },
-        }
+    def __init__(self, mleap_conn_id: str = MLEAP_CONN_ID, **kwargs: Any) -> None:
+        super().__init__(mleap_conn_id, **kwargs)
+        self.mleap_conn_id = mleap_conn_id
 
     # -- the connection's settings ------------------------------------------------------------------------
     @property

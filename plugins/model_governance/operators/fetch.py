@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from model_governance.connections import WEBHDFS_CONN_ID
 from model_governance.exceptions import InvalidInputError
 from model_governance.operators._args import as_bool, run_key
 
 HOST_TYPES = ("microservice", "spark")
 
+if TYPE_CHECKING:
+    from airflow.sdk.types import Logger
+
+    from model_governance.registry import Registry
+
 
 class FetchStagingOperator(BaseOperator):
-    """Fetch `staging` into a private working folder, validate it, and upload it to `<registry>/.pending/<run>/`.
+    """Fetch `staging` into a private working folder, validate it, upload it to `<registry>/.pending/<run>/`.
 
     Returns the deployment document (model metadata, source, manifest) for the next steps. Nothing of the
     working folder outlives the task: later tasks may run on other workers and read the registry instead.
@@ -32,7 +39,7 @@ class FetchStagingOperator(BaseOperator):
         *,
         staging: str,
         registry_root: str,
-        webhdfs_conn_id: str = "webhdfs_default",
+        webhdfs_conn_id: str = WEBHDFS_CONN_ID,
         host_type: str = "microservice",
         force: bool | str = False,
         **kwargs: Any,
@@ -60,19 +67,30 @@ class FetchStagingOperator(BaseOperator):
             staged = stage(self.staging, Path(workdir), require_endpoint=self.host_type == "microservice")
             self.log.info(
                 "Staged %s %s from %s (%s): %d files, %d bytes; serialized model %s",
-                staged.metadata.name, staged.metadata.version, staged.source.location, staged.source.revision,
-                len(staged.manifest), sum(e.size for e in staged.manifest), staged.executable,
+                staged.metadata.name,
+                staged.metadata.version,
+                staged.source.location,
+                staged.source.revision,
+                len(staged.manifest),
+                sum(e.size for e in staged.manifest),
+                staged.executable,
             )
             registry.check_owner(staged.metadata)  # another model's folder: refused before the lock is taken
             holder = {"dag_id": dag_id, "dag_run_id": context["run_id"], "model": staged.metadata.name}
-            registry.acquire_lock(staged.metadata.slug, key, holder_info=holder, is_running=dag_run_is_running)
+            registry.acquire_lock(
+                staged.metadata.slug, key, holder_info=holder, is_running=dag_run_is_running
+            )
             try:  # released here if this step fails; by the clean-up task otherwise
                 with users_paths(staged.folder, staged.source.location):
                     if self.host_type == "microservice":
                         bundle = validate_mleap_bundle(staged.folder / staged.executable)
-                        self.log.info("MLeap bundle %s: %s format, MLeap %s", bundle.name, bundle.format, bundle.version)
+                        self.log.info(
+                            "MLeap bundle %s: %s format, MLeap %s", bundle.name, bundle.format, bundle.version
+                        )
                     else:
-                        self.log.info("Spark pipeline: %s", validate_spark_pipeline(staged.folder / staged.executable))
+                        self.log.info(
+                            "Spark pipeline: %s", validate_spark_pipeline(staged.folder / staged.executable)
+                        )
                 if registry.already_published(staged.metadata, staged.manifest, force):
                     self.log.info("The registry already holds this exact version: nothing to upload")
                 else:
@@ -104,7 +122,7 @@ def one_line_errors() -> Iterator[None]:
         raise type(exc)(text.replace("\r", "\\r").replace("\n", "\\n")) from None
 
 
-def release_run(registry: Any, key: str, log: Any) -> None:
+def release_run(registry: Registry, key: str, log: Logger) -> None:
     """Drop the run's pending upload and release its model lock; never raises over the error being handled."""
     try:
         if registry.discard_pending(key):
@@ -127,7 +145,11 @@ def dag_run_is_running(holder: dict[str, Any]) -> bool | None:
         state = RuntimeTaskInstance.get_dagrun_state(dag_id, run_id)
     except Exception as exc:  # AirflowRuntimeError carries the API server's answer
         detail = getattr(getattr(exc, "error", None), "detail", None)
-        status = detail.get("status_code") if isinstance(detail, dict) else getattr(getattr(exc, "response", None), "status_code", None)
+        status = (
+            detail.get("status_code")
+            if isinstance(detail, dict)
+            else getattr(getattr(exc, "response", None), "status_code", None)
+        )
         if status == 404 or "was not found" in str(exc):
             return False  # the run was deleted: it will never release the lock
         return None

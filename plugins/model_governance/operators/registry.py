@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from airflow.sdk import BaseOperator
 
+from model_governance.connections import WEBHDFS_CONN_ID
 from model_governance.operators._args import as_bool, as_document, run_key
 
 
 class PublishToRegistryOperator(BaseOperator):
-    """Verify the run's pending upload and rename it into `<registry>/<model slug>/<version>/` with a MANIFEST.json.
+    """Verify the run's pending upload; rename it to `<registry>/<model slug>/<version>/` with MANIFEST.json.
 
     Returns the deployment document with the registry location added.
     """
@@ -23,7 +25,7 @@ class PublishToRegistryOperator(BaseOperator):
         *,
         document: Any,
         registry_root: str,
-        webhdfs_conn_id: str = "webhdfs_default",
+        webhdfs_conn_id: str = WEBHDFS_CONN_ID,
         force: bool | str = False,
         **kwargs: Any,
     ) -> None:
@@ -50,7 +52,7 @@ class CleanUpRunOperator(BaseOperator):
     template_fields: Sequence[str] = ("registry_root", "webhdfs_conn_id")
     ui_color = "#eeeeee"
 
-    def __init__(self, *, registry_root: str, webhdfs_conn_id: str = "webhdfs_default", **kwargs: Any) -> None:
+    def __init__(self, *, registry_root: str, webhdfs_conn_id: str = WEBHDFS_CONN_ID, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.registry_root = registry_root
         self.webhdfs_conn_id = webhdfs_conn_id

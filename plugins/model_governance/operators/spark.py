@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import posixpath
 import tempfile
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
@@ -91,7 +92,7 @@ class SparkPublishPipelineOperator(BaseOperator):
             host_port=conn.host or "local",
             endpoint_url=location,
             serialized_object=Path(doc.executable).name,
-            deployed_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            deployed_at=datetime.now(UTC).isoformat(timespec="seconds"),
             target=f"spark:{models.store.url(posixpath.dirname(version))}",
             scoring_url="",
             output_schema=[{"name": column} for column in predictions],

@@ -17,7 +17,10 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2")
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
@@ -26,13 +29,26 @@ PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="saved PipelineModel folder, or a .zip of one")
-    parser.add_argument("--input", required=True, action="append", dest="inputs",
-                        help="a CSV (with header) or parquet dataset; repeat to score several together")
+    parser.add_argument(
+        "--input",
+        required=True,
+        action="append",
+        dest="inputs",
+        help="a CSV (with header) or parquet dataset; repeat to score several together",
+    )
     parser.add_argument("--output", required=True, help="where the scored rows are written, as parquet")
-    parser.add_argument("--prediction-column", action="append", dest="prediction_columns", default=[],
-                        help="a column to keep besides the inputs; repeat for several (default: the pipeline's own)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing output (default: fail rather than clobber earlier scores)")
+    parser.add_argument(
+        "--prediction-column",
+        action="append",
+        dest="prediction_columns",
+        default=[],
+        help="a column to keep besides the inputs; repeat for several (default: the pipeline's own)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing output (default: fail rather than clobber earlier scores)",
+    )
     return parser.parse_args(argv)
 
 
@@ -49,7 +65,11 @@ def prediction_columns(stages: list[dict[str, Any]]) -> list[str]:
             found.append(str(params["outputCol"]))
     if not found and stages:
         last = stages[-1]
-        found = [str(last["outputCol"])] if last.get("outputCol") else [str(c) for c in last.get("outputCols") or []]
+        found = (
+            [str(last["outputCol"])]
+            if last.get("outputCol")
+            else [str(c) for c in last.get("outputCols") or []]
+        )
     return found
 
 
@@ -81,7 +101,7 @@ def unpack_model(model: str, scratch: str) -> str:
     return target.as_uri()
 
 
-def read_inputs(spark, paths: list[str]):
+def read_inputs(spark: SparkSession, paths: list[str]) -> DataFrame:
     frames = []
     for path in paths:
         if input_format(path) == "csv":
@@ -109,8 +129,10 @@ def main(argv: list[str] | None = None) -> int:
             rows = read_inputs(spark, args.inputs)
             predicted = args.prediction_columns or prediction_columns([stage_params(s) for s in model.stages])
             if not predicted:
-                raise SystemExit(f"{args.model}: the pipeline names no prediction column; pass --prediction-column")
-            # Drop the pipeline's intermediate columns (indexes, vectors): consumers want inputs + predictions.
+                raise SystemExit(
+                    f"{args.model}: the pipeline names no prediction column; pass --prediction-column"
+                )
+            # Drop the pipeline's intermediate columns (indexes, vectors): consumers want inputs, predictions.
             scored = model.transform(rows).select(*rows.columns, *predicted)
             scored.write.mode("overwrite" if args.overwrite else "errorifexists").parquet(args.output)
         # Count what was written rather than re-running the pipeline.
