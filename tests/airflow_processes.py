@@ -182,10 +182,14 @@ class AirflowStack:
             time.sleep(1)
         raise TimeoutError(f"run {run_id} did not finish in {timeout} s\n{self.logs()}")
 
-    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1) -> str:
-        """A task's log as text (the API answers JSON: one event per line here)."""
-        answer = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}", params={"map_index": map_index})
-        answer.raise_for_status()
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int | None = None, map_index: int = -1) -> str:
+        """A task's log as text (the API answers JSON: one event per line here); by default its last try's."""
+        base = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"
+        if try_number is None:
+            path = base if map_index < 0 else f"{base}/{map_index}"
+            try_number = max(1, int(self.api("GET", path).json().get("try_number") or 1))
+        answer = self.api("GET", f"{base}/logs/{try_number}", params={"map_index": map_index})
+        assert answer.status_code == 200, (answer.status_code, answer.text[:500], self.logs()[-3000:])
         content = answer.json()["content"]
         return "\n".join(json.dumps(line) if isinstance(line, dict) else str(line) for line in content)
 

@@ -172,19 +172,26 @@ def test_celery_workers_with_separate_folders_run_deployments_at_once(devstack, 
 def test_secrets_reach_no_log_xcom_rendered_field_atlas_manifest_or_process_arguments(devstack, postgres, tmp_path):
     """A deployment from a private archive (token in `staging_default`), Atlas basic auth and a WebHDFS
     password, all known values: none of them appears anywhere a user or another process can read."""
+    import ssl
     import subprocess
     import threading
 
     from model_governance_devstack.base import StandInServer
+    from tests.test_security import self_signed
     from tests.test_sources import TOKEN, ArchiveHandler, zipball
 
     webhdfs_password = "webhdfs-pw-" + "7c1d9e"
     webhdfs = {**devstack.connections["webhdfs_default"], "password": webhdfs_password}
     secrets_ = {TOKEN, webhdfs_password, devstack.connections["atlas_default"]["password"]}
+    # the token goes only over https to the host staging_default names: a private archive host with TLS
+    cert, key = self_signed(tmp_path)
     archives = StandInServer(ArchiveHandler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    archives.socket = context.wrap_socket(archives.socket, server_side=True)
     archives.archives = {"owner-private-v1.zip": zipball("owner-private-9f8e7d")}
-    env = {**devstack.env(), "AIRFLOW_CONN_WEBHDFS_DEFAULT": json.dumps(webhdfs),
-           "AIRFLOW_CONN_STAGING_DEFAULT": json.dumps({"conn_type": "http", "password": TOKEN})}
+    env = {**devstack.env(), "AIRFLOW_CONN_WEBHDFS_DEFAULT": json.dumps(webhdfs), "REQUESTS_CA_BUNDLE": str(cert),
+           "AIRFLOW_CONN_STAGING_DEFAULT": json.dumps({"conn_type": "http", "host": "127.0.0.1", "password": TOKEN})}
     arguments: set[str] = set()
     done = threading.Event()
 
@@ -198,7 +205,7 @@ def test_secrets_reach_no_log_xcom_rendered_field_atlas_manifest_or_process_argu
         watcher.start()
         try:
             airflow.wait_dag("model_deployment")
-            staging = f"{archives.url}/owner/private/zipball/v1"
+            staging = f"https://127.0.0.1:{archives.port}/owner/private/zipball/v1"
             answer = airflow.api("POST", "/dags/model_deployment/dagRuns", json={"logical_date": None, "conf": {"staging": staging}})
             run_id = answer.json()["dag_run_id"]
             run = airflow.wait_run("model_deployment", run_id)
