@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -165,22 +166,34 @@ class AirflowStack:
         # generous: on 2 busy cores the api-server can take a while to answer
         return requests.request(method, f"{self.url}/api/v2{path}", headers=headers, timeout=60, **kwargs)
 
-    def wait_dag(self, dag_id: str, timeout: float = 120) -> None:
+    def wait_until(self, answer: Callable[[], Any], timeout: float, failure: str) -> Any:
+        """`answer()` as soon as it is not None, asked every half second: the API has no events to wait on."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.api("GET", f"/dags/{dag_id}").status_code == 200:
-                return
-            time.sleep(1)
-        raise TimeoutError(f"DAG {dag_id} was not parsed in {timeout} s\n{self.logs()}")
+        while (result := answer()) is None:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{failure} in {timeout} s\n{self.logs()}")
+            time.sleep(0.5)
+        return result
+
+    def wait_dag(self, dag_id: str, timeout: float = 120) -> None:
+        parsed = lambda: True if self.api("GET", f"/dags/{dag_id}").status_code == 200 else None  # noqa: E731
+        self.wait_until(parsed, timeout, f"DAG {dag_id} was not parsed")
 
     def wait_run(self, dag_id: str, run_id: str, timeout: float = 300) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def finished() -> dict[str, Any] | None:
             run = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}").json()
-            if run.get("state") in ("success", "failed"):
-                return run
-            time.sleep(1)
-        raise TimeoutError(f"run {run_id} did not finish in {timeout} s\n{self.logs()}")
+            return run if run.get("state") in ("success", "failed") else None
+
+        return self.wait_until(finished, timeout, f"run {run_id} did not finish")
+
+    def wait_new_run(self, dag_id: str, run_type: str, timeout: float = 120) -> str:
+        """The id of the DAG's first run of that type (`scheduled`: the scheduler's), once the API lists it."""
+        def first() -> str | None:
+            runs = self.api("GET", f"/dags/{dag_id}/dagRuns", params={"run_type": run_type, "order_by": "run_after"})
+            found = runs.json()["dag_runs"]
+            return found[0]["dag_run_id"] if found else None
+
+        return self.wait_until(first, timeout, f"no {run_type} run of {dag_id} appeared")
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int | None = None, map_index: int = -1) -> str:
         """A task's log as text (the API answers JSON: one event per line here); by default its last try's."""

@@ -70,18 +70,13 @@ def test_scheduled_redeploy_maps_models_and_leaves_current_ones_alone(devstack, 
     env = {**devstack.env(), "MODEL_GOVERNANCE_REDEPLOY_MANIFEST": str(manifest), "MODEL_GOVERNANCE_REDEPLOY_SCHEDULE": "* * * * *"}
     with AirflowStack(tmp_path / "airflow", env, postgres) as airflow:
         airflow.wait_dag("model_redeploy")
-        # the schedule starts runs by itself (every minute): wait for two of them
-        import time
-
-        deadline = time.monotonic() + 200
-        finished = []
-        while time.monotonic() < deadline and len(finished) < 2:
-            answer = airflow.api("GET", "/dags/model_redeploy/dagRuns", params={"order_by": "run_after"}).json()
-            finished = [r for r in answer["dag_runs"] if r["state"] in ("success", "failed")]
-            time.sleep(2)
-        assert len(finished) >= 2, airflow.logs()
-        first, second = finished[:2]
+        # the schedule starts a run by itself at the next minute: taken as soon as the API lists it
+        first = airflow.wait_run("model_redeploy", airflow.wait_new_run("model_redeploy", "scheduled", timeout=120))
         assert first["run_type"] == "scheduled" and first["state"] == "success", airflow.task_states("model_redeploy", first["dag_run_id"])
+        # the next run, triggered now rather than waited for a minute (max_active_runs=1 queues a scheduled one)
+        answer = airflow.api("POST", "/dags/model_redeploy/dagRuns", json={"logical_date": None})
+        assert answer.status_code == 200, answer.text
+        second = airflow.wait_run("model_redeploy", answer.json()["dag_run_id"])
         assert second["state"] == "success", airflow.task_states("model_redeploy", second["dag_run_id"])
         states = airflow.task_states("model_redeploy", second["dag_run_id"])
         assert states["redeploy.deploy_model[0]"] == "success"
@@ -124,8 +119,9 @@ def test_trigger_form_in_the_ui_deploys(devstack, postgres, tmp_path):
             assert dialog.locator("#element_registry_root").input_value() == "hdfs:///model-registry"
             dialog.locator("#element_staging").fill(str(EXAMPLE_STAGING))
             dialog.get_by_role("button", name="Trigger").click()
-            page.wait_for_timeout(1000)
-            page.screenshot(path=str(tmp_path / "triggered.png"))
+            # the page says the run was triggered (Airflow's toast), and the form is closed
+            page.get_by_text("Dag Run Triggered").wait_for(state="visible", timeout=30_000)
+            dialog.wait_for(state="hidden", timeout=30_000)
         finally:
             browser.close()
         runs = airflow.api("GET", "/dags/model_deployment/dagRuns").json()["dag_runs"]

@@ -258,6 +258,15 @@ def dag_params():
     return module.dag.params
 
 
+@pytest.fixture(autouse=True)
+def private_tempdir(tmp_path, monkeypatch):
+    """The fetch step's working folders go to a folder of this test only, so that a working folder another
+    run on the machine makes meanwhile (in the shared /tmp) is never taken for one this input left."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+
+
 @pytest.fixture
 def webhdfs(tmp_path, monkeypatch):
     from model_governance_devstack.webhdfs import WebHDFSStandIn
