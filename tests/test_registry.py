@@ -1,4 +1,5 @@
-"""The registry's guarantees, on a local folder and on HDFS (the WebHDFS stand-in, through the real clients)."""
+"""The registry's guarantees, on a local folder and on HDFS: the WebHDFS stand-in and a real NameNode
+(Hadoop's MiniDFSCluster, the session's `real_hdfs`), through the real clients."""
 
 from __future__ import annotations
 
@@ -15,10 +16,20 @@ from model_governance.staging import stage
 from tests.helpers import EXAMPLE_STAGING
 
 
-@pytest.fixture(params=["local", "hdfs"])
+@pytest.fixture(params=["local", "hdfs", "real-hdfs"])
 def registry(request, tmp_path, monkeypatch):
     if request.param == "local":
         yield Registry.from_root(str(tmp_path / "registry"))
+        return
+    if request.param == "real-hdfs":
+        from tests.real_services import empty_hdfs
+
+        real = request.getfixturevalue("real_hdfs")
+        monkeypatch.setenv("AIRFLOW_CONN_WEBHDFS_DEFAULT", json.dumps(real.connection()))
+        try:
+            yield Registry.from_root("hdfs:///model-registry")
+        finally:
+            empty_hdfs(real)
         return
     from model_governance_devstack.webhdfs import WebHDFSStandIn
 
@@ -57,7 +68,9 @@ def test_publish_puts_every_file_in_place_with_a_manifest(registry, tmp_path):
     assert manifest["source"]["revision"] == doc.source.revision
     assert manifest["published_by"] == {"dag_id": "model_deployment", "run_id": "run-1"}
     assert not registry.store.exists(registry.pending_path("run-1"))
-    assert info.url.startswith("hdfs://127.0.0.1:8020/model-registry/" if registry.store.kind() == "hdfs" else "file://")
+    assert info.url.startswith(f"{registry.store.default_fs}/model-registry/" if registry.store.kind() == "hdfs" else "file://")
+    if registry.store.kind() == "hdfs":
+        assert registry.store.default_fs.startswith("hdfs://127.0.0.1:")
 
 
 def test_rerun_with_same_content_uploads_nothing(registry, tmp_path):
