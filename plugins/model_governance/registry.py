@@ -40,6 +40,10 @@ SERVED_DIR = ".served"
 CHUNK = 1024 * 1024
 UPLOAD_CHUNK = 64 * 1024  # a request body goes out in chunks of this size, as the hdfs client sends them
 PROGRESS_EVERY_BYTES = 256 * 1024 * 1024
+# A lock file read empty is being created by another run; one empty for this long lost its writer
+# (HDFS lets another client recover a dead writer's lease after 60 s).
+EMPTY_LOCK_GRACE = 120.0
+BEING_WRITTEN: dict[str, Any] = {"run_id": None, "being_written": True}
 
 
 class Store(Protocol):
@@ -121,6 +125,8 @@ class LocalStore:
 
 # Hadoop's own "ask again" answers (a namenode busy or failing over); the hdfs client keeps only their name.
 TRANSIENT_HDFS_EXCEPTIONS = frozenset({"RetriableException", "StandbyException", "SafeModeException"})
+# What a CREATE without overwrite answers when the file is someone else's (done, or still being written).
+CREATE_LOST_EXCEPTIONS = frozenset({"FileAlreadyExistsException", "AlreadyBeingCreatedException"})
 
 
 def is_transient_hdfs(exc: BaseException) -> bool:
@@ -204,7 +210,9 @@ class WebHDFSStore:
         try:
             self.client.write(path, data=data, overwrite=False)  # the namenode refuses an existing file
         except HdfsError as exc:
-            if "already exists" in str(exc) or "FileAlreadyExists" in str(exc):
+            # another writer's file: closed (FileAlreadyExists), or still being written, its lease held
+            # (AlreadyBeingCreated: two runs creating the same lock at once)
+            if getattr(exc, "exception", None) in CREATE_LOST_EXCEPTIONS or "already exists" in str(exc):
                 return False
             raise
         return True
@@ -438,6 +446,7 @@ class Registry:
         path = self.lock_path(slug)
         claim = json.dumps({"run_id": run_id, "since": time.time(), **(holder_info or {})}).encode()
         deadline = time.monotonic() + wait
+        empty_since: float | None = None
         while not self.store.create_exclusive(path, claim):
             holder = self._lock_holder(path)
             if holder is None:  # released between our two calls, or unreadable just now
@@ -445,6 +454,18 @@ class Registry:
                     raise RegistryError(f"could not take the deployment lock {self.store.url(path)}")
                 time.sleep(min(poll, 0.5))
                 continue
+            if holder is BEING_WRITTEN:  # another run is creating it right now: read it again shortly
+                empty_since = empty_since or time.monotonic()
+                if time.monotonic() - empty_since > EMPTY_LOCK_GRACE:  # its writer died mid-create
+                    log.warning("Breaking the deployment lock of %s: empty for %.0f s", slug, EMPTY_LOCK_GRACE)
+                    self._break_lock(path, holder)
+                    empty_since = None
+                    continue
+                if time.monotonic() >= deadline:
+                    raise RegistryError(f"{slug} is being deployed by another run (its lock is being taken); try again when it ends")
+                time.sleep(min(poll, 0.5))
+                continue
+            empty_since = None
             if holder.get("run_id") == run_id:
                 self._note_held(slug, run_id)
                 return
@@ -513,10 +534,15 @@ class Registry:
         return released
 
     def _lock_holder(self, path: str) -> dict[str, Any] | None:
+        """The lock's content; None if there is none; BEING_WRITTEN while it is empty (HDFS shows a file
+        whose writer has not closed it with length 0 and no bytes: it is held, not stale)."""
         if not self.store.exists(path):
             return None
         try:
-            return json.loads(self.read_bytes(path))
+            content = self.read_bytes(path)
+            if not content.strip():
+                return BEING_WRITTEN
+            return json.loads(content)
         except ValueError:
             return {"run_id": "?", "since": 0}  # unreadable: treated as held, and broken once stale
         except Exception:
