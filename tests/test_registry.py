@@ -332,3 +332,52 @@ def test_concurrent_creators_of_one_lock_end_with_one_holder(registry):
         assert all(re.search(r"m is being deployed by (run run-|another run)", o) for r, o in outcomes.items() if r not in holders), outcomes
         assert json.loads(registry.read_bytes(registry.lock_path("m")))["run_id"] == holders[0]
         assert registry.release_locks(holders[0]) == ["m"]
+
+
+# -- a real HA pair (the session's real_hdfs_ha: nn0 on 127.0.0.1 active, nn1 on 127.0.0.2 standby) ----------
+@pytest.fixture
+def real_ha(real_hdfs_ha, monkeypatch):
+    """The real HA pair with nn0 active, emptied and failed back after the test."""
+    from tests.real_services import empty_hdfs
+
+    if real_hdfs_ha.namenode_states != ["active", "standby"]:
+        real_hdfs_ha.failback()
+    yield real_hdfs_ha
+    if real_hdfs_ha.namenode_states != ["active", "standby"]:
+        real_hdfs_ha.failback()
+    empty_hdfs(real_hdfs_ha)
+
+
+def _use(monkeypatch, conn):
+    monkeypatch.setenv("AIRFLOW_CONN_WEBHDFS_DEFAULT", json.dumps(conn))
+    return Registry.from_root("hdfs:///model-registry")
+
+
+def test_real_ha_with_the_standby_listed_first(real_ha, tmp_path, monkeypatch):
+    conn = real_ha.connection()
+    conn["host"] = "127.0.0.2,127.0.0.1"  # nn1, the standby, first: the hook's probe answers StandbyException
+    registry = _use(monkeypatch, conn)
+    uploaded, info, doc = publish_run(registry, tmp_path, "manual__ha")
+    assert uploaded == sum(e.size for e in doc.manifest)
+    assert info.url == "hdfs://ns1/model-registry/rental-pricing-prediction/1.1"
+    registry.verify(info.path, doc.manifest)
+
+
+def test_real_ha_fail_over_during_the_upload(real_ha, tmp_path, monkeypatch):
+    """nn0 goes standby after the first file: the rest goes to nn1, which the store finds again."""
+    registry = _use(monkeypatch, real_ha.connection())
+    assert registry.store.client.url == f"http://127.0.0.1:{real_ha.http_port}"
+    write_file, failed_over = registry.store.write_file, []
+
+    def write_then_fail_over(path, stream, size):
+        write_file(path, stream, size)
+        if not failed_over:
+            failed_over.append(real_ha.failover())
+
+    monkeypatch.setattr(registry.store, "write_file", write_then_fail_over)
+    uploaded, info, doc = publish_run(registry, tmp_path, "manual__failover")
+    assert failed_over and real_ha.namenode_states == ["standby", "active"]
+    assert registry.store.client.url == f"http://127.0.0.2:{real_ha.http_port}"
+    assert uploaded == sum(e.size for e in doc.manifest)
+    registry.verify(info.path, doc.manifest)  # every byte, read back from nn1
+    assert not registry.store.exists(registry.pending_path("manual__failover"))

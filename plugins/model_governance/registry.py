@@ -139,11 +139,13 @@ class WebHDFSStore:
     Every call is retried with backoff on connection errors and Hadoop's transient exceptions; a write
     is retried whole, by the registry, which can reopen the file."""
 
-    def __init__(self, client: Any, default_fs: str, user: str | None = None, namenodes: tuple[str, ...] = ()):
+    def __init__(self, client: Any, default_fs: str, user: str | None = None, namenodes: tuple[str, ...] = (),
+                 reconnect: Callable[[], Any] | None = None):
         self.client = client
         self.default_fs = default_fs.rstrip("/")
         self.user = user
         self.namenodes = namenodes
+        self.reconnect = reconnect  # finds the active namenode again (the hook tries each in turn)
 
     @classmethod
     def from_connection(cls, conn_id: str) -> "WebHDFSStore":
@@ -155,7 +157,7 @@ class WebHDFSStore:
         # names it, else the first namenode on HDFS's usual RPC port.
         default_fs = conn.extra_dejson.get("default_fs") or f"hdfs://{(conn.host or 'localhost').split(',')[0]}:8020"
         namenodes = tuple(h.strip() for h in (conn.host or "localhost").split(",") if h.strip())
-        return cls(hook.get_conn(), default_fs, conn.login, namenodes)
+        return cls(hook.get_conn(), default_fs, conn.login, namenodes, lambda: WebHDFSHook(webhdfs_conn_id=conn_id).get_conn())
 
     def kind(self) -> str:
         return "hdfs"
@@ -173,8 +175,19 @@ class WebHDFSStore:
         query = "op=OPEN" + (f"&user.name={quote(self.user)}" if self.user else "")
         return f"{self.client.url.rstrip('/')}/webhdfs/v1{quote(path)}?{query}"
 
+    def transient(self, exc: BaseException) -> bool:
+        """Worth asking again. A namenode that went standby (a fail-over during the run), or, with several
+        namenodes, one gone: the next attempt goes to the one that is active now."""
+        failed_over = getattr(exc, "exception", None) == "StandbyException"
+        if self.reconnect and (failed_over or (len(self.namenodes) > 1 and is_transient(exc))):
+            try:
+                self.client = self.reconnect()
+            except Exception as why:  # none answers yet: the next attempt tries again
+                log.warning("No active namenode found (%s)", why)
+        return is_transient_hdfs(exc)
+
     def _retry(self, call: Any, what: str) -> Any:
-        return with_retries(call, f"WebHDFS {what}", transient=is_transient_hdfs)
+        return with_retries(call, f"WebHDFS {what}", transient=self.transient)
 
     def url(self, path: str) -> str:
         return f"{self.default_fs}{path}"
@@ -417,7 +430,7 @@ class Registry:
             with (folder / entry.path).open("rb") as handle:
                 self.store.write_file(posixpath.join(pending, entry.path), ProgressReader(handle, entry.size, entry.path), entry.size)
 
-        with_retries(upload, f"upload of {entry.path}", transient=is_transient_hdfs)
+        with_retries(upload, f"upload of {entry.path}", transient=getattr(self.store, "transient", is_transient_hdfs))
 
     def discard_pending(self, run_id: str) -> bool:
         return self.store.delete(self.pending_path(run_id))
