@@ -130,7 +130,10 @@ CREATE_LOST_EXCEPTIONS = frozenset({"FileAlreadyExistsException", "AlreadyBeingC
 
 
 def is_transient_hdfs(exc: BaseException) -> bool:
-    return is_transient(exc) or getattr(exc, "exception", None) in TRANSIENT_HDFS_EXCEPTIONS
+    name = getattr(exc, "exception", None)
+    # a DataNode whose connection to a restarted NameNode broke relays the RPC's EOFException once
+    rpc_cut = name == "EOFException" and "End of File Exception between" in str(exc)
+    return is_transient(exc) or name in TRANSIENT_HDFS_EXCEPTIONS or rpc_cut
 
 
 class WebHDFSStore:
