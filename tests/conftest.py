@@ -158,6 +158,17 @@ def real_hdfs(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def real_hdfs_ha(tmp_path_factory):
+    """An HA pair (nameservice ns1): nn0 on 127.0.0.1 active, nn1 on 127.0.0.2 standby, one HTTP port.
+    Started once (20-24 s) for the fail-over and standby tests; a test that fails over puts nn0 back."""
+    from model_governance_devstack.real.hdfs import RealHDFS
+
+    hdfs = RealHDFS(tmp_path_factory.mktemp("real-hdfs-ha"), ha=True).start()
+    yield hdfs
+    hdfs.stop()
+
+
+@pytest.fixture(scope="session")
 def real_mleap(tmp_path_factory):
     """MLeap's own runtime behind the spring-boot API (the spring-boot server is not on Maven Central)."""
     from model_governance_devstack.real.mleap import MLeapRuntimeHost

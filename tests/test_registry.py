@@ -1,9 +1,13 @@
-"""The registry's guarantees, on a local folder and on HDFS (the WebHDFS stand-in, through the real clients)."""
+"""The registry's guarantees, on a local folder and on HDFS: the WebHDFS stand-in and a real NameNode
+(Hadoop's MiniDFSCluster, the session's `real_hdfs`), through the real clients."""
 
 from __future__ import annotations
 
 import json
+import posixpath
+import re
 import shutil
+import time
 
 import pytest
 
@@ -15,10 +19,20 @@ from model_governance.staging import stage
 from tests.helpers import EXAMPLE_STAGING
 
 
-@pytest.fixture(params=["local", "hdfs"])
+@pytest.fixture(params=["local", "hdfs", "real-hdfs"])
 def registry(request, tmp_path, monkeypatch):
     if request.param == "local":
         yield Registry.from_root(str(tmp_path / "registry"))
+        return
+    if request.param == "real-hdfs":
+        from tests.real_services import empty_hdfs
+
+        real = request.getfixturevalue("real_hdfs")
+        monkeypatch.setenv("AIRFLOW_CONN_WEBHDFS_DEFAULT", json.dumps(real.connection()))
+        try:
+            yield Registry.from_root("hdfs:///model-registry")
+        finally:
+            empty_hdfs(real)
         return
     from model_governance_devstack.webhdfs import WebHDFSStandIn
 
@@ -57,7 +71,9 @@ def test_publish_puts_every_file_in_place_with_a_manifest(registry, tmp_path):
     assert manifest["source"]["revision"] == doc.source.revision
     assert manifest["published_by"] == {"dag_id": "model_deployment", "run_id": "run-1"}
     assert not registry.store.exists(registry.pending_path("run-1"))
-    assert info.url.startswith("hdfs://127.0.0.1:8020/model-registry/" if registry.store.kind() == "hdfs" else "file://")
+    assert info.url.startswith(f"{registry.store.default_fs}/model-registry/" if registry.store.kind() == "hdfs" else "file://")
+    if registry.store.kind() == "hdfs":
+        assert registry.store.default_fs.startswith("hdfs://127.0.0.1:")
 
 
 def test_rerun_with_same_content_uploads_nothing(registry, tmp_path):
@@ -214,3 +230,154 @@ def test_an_interrupted_upload_leaves_no_version_and_no_pending_files(tmp_path, 
         # the retry of the step completes it
         registry.upload_pending(doc.run_id, staged.folder, staged.manifest)
         assert registry.publish(doc).uploaded_bytes == sum(e.size for e in staged.manifest)
+
+
+# -- the lock while another run creates it (issue 12: what a real NameNode answers) ---------------------------
+def test_an_empty_lock_is_being_written_not_stale(registry, monkeypatch):
+    """A lock whose writer has not closed it reads empty on HDFS: it is held (waited for), never broken as
+    stale; only one empty for longer than any create takes (its writer died) is broken."""
+    import io
+
+    from model_governance import registry as registry_module
+
+    path = registry.lock_path("m")
+    registry.store.write_file(path, io.BytesIO(b""), 0)
+    with pytest.raises(RegistryError, match="m is being deployed by another run"):
+        registry.acquire_lock("m", "run-2", wait=0.3, poll=0.1, stale_after=-1)
+    assert registry.store.exists(path)
+    monkeypatch.setattr(registry_module, "EMPTY_LOCK_GRACE", 0.2)
+    registry.acquire_lock("m", "run-2", wait=5, poll=0.1)
+    assert registry.release_locks("run-2") == ["m"]
+
+
+class SlowCreate:
+    """A WebHDFS CREATE (overwrite=false) whose body stalls: the file exists, empty, its lease held."""
+
+    def __init__(self, base_url: str, path: str):
+        import http.client
+        from urllib.parse import urlsplit
+
+        import requests
+
+        answer = requests.put(f"{base_url}/webhdfs/v1{path}", params={"op": "CREATE", "overwrite": "false", "user.name": "hdfs"}, allow_redirects=False, timeout=30)
+        assert answer.status_code == 307, answer.text
+        location = urlsplit(answer.headers["Location"])
+        self.conn = http.client.HTTPConnection(location.hostname, location.port, timeout=60)
+        self.conn.putrequest("PUT", f"{location.path}?{location.query}")
+        self.conn.putheader("Transfer-Encoding", "chunked")
+        self.conn.putheader("Content-Type", "application/octet-stream")
+        self.conn.endheaders()
+
+    def send(self, data: bytes) -> None:
+        self.conn.send(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def finish(self) -> int:
+        self.conn.send(b"0\r\n\r\n")
+        status = self.conn.getresponse().status
+        self.conn.close()
+        return status
+
+
+def _namenode_url(registry) -> str:
+    return registry.store.client.url.split(";")[0].rstrip("/")
+
+
+def test_a_lock_another_run_is_creating_is_held_by_it(registry):
+    """Two runs creating the same lock at once: the NameNode answers the second AlreadyBeingCreatedException
+    (not FileAlreadyExists) while the first writes; the second waits for it, then sees who holds it."""
+    if registry.store.kind() != "hdfs":
+        pytest.skip("a WebHDFS lease")
+    path = registry.lock_path("m")
+    registry.store.makedirs(posixpath.dirname(path))
+    writer = SlowCreate(_namenode_url(registry), path)
+    try:
+        writer.send(b'{"run_id": "run-1", ')
+        deadline = time.monotonic() + 10
+        while not registry.store.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert registry.store.list_files(posixpath.dirname(path)) == {"m.lock": 0}  # length 0 while written
+        assert registry.store.create_exclusive(path, b'{"run_id": "run-2"}') is False
+        with pytest.raises(RegistryError, match="m is being deployed by another run"):
+            registry.acquire_lock("m", "run-2", wait=0.5, poll=0.1, stale_after=-1)
+        writer.send(b'"since": %f}' % time.time())
+    finally:
+        assert writer.finish() == 201
+    with pytest.raises(RegistryError, match="m is being deployed by run run-1"):
+        registry.acquire_lock("m", "run-2", wait=0.2, poll=0.1)
+    assert registry.release_locks("run-1") == ["m"]
+
+
+def test_concurrent_creators_of_one_lock_end_with_one_holder(registry):
+    import threading
+
+    for round_ in range(3):
+        runs = [f"run-{round_}-{i}" for i in range(4)]
+        barrier, outcomes = threading.Barrier(len(runs)), {}
+
+        def take(run_id):
+            barrier.wait()
+            try:
+                registry.acquire_lock("m", run_id, wait=1.0, poll=0.1)
+                outcomes[run_id] = "held"
+            except RegistryError as exc:
+                outcomes[run_id] = str(exc)
+
+        threads = [threading.Thread(target=take, args=(run,)) for run in runs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        holders = [run for run, outcome in outcomes.items() if outcome == "held"]
+        assert len(holders) == 1, outcomes
+        assert all(re.search(r"m is being deployed by (run run-|another run)", o) for r, o in outcomes.items() if r not in holders), outcomes
+        assert json.loads(registry.read_bytes(registry.lock_path("m")))["run_id"] == holders[0]
+        assert registry.release_locks(holders[0]) == ["m"]
+
+
+# -- a real HA pair (the session's real_hdfs_ha: nn0 on 127.0.0.1 active, nn1 on 127.0.0.2 standby) ----------
+@pytest.fixture
+def real_ha(real_hdfs_ha, monkeypatch):
+    """The real HA pair with nn0 active, emptied and failed back after the test."""
+    from tests.real_services import empty_hdfs
+
+    if real_hdfs_ha.namenode_states != ["active", "standby"]:
+        real_hdfs_ha.failback()
+    yield real_hdfs_ha
+    if real_hdfs_ha.namenode_states != ["active", "standby"]:
+        real_hdfs_ha.failback()
+    empty_hdfs(real_hdfs_ha)
+
+
+def _use(monkeypatch, conn):
+    monkeypatch.setenv("AIRFLOW_CONN_WEBHDFS_DEFAULT", json.dumps(conn))
+    return Registry.from_root("hdfs:///model-registry")
+
+
+def test_real_ha_with_the_standby_listed_first(real_ha, tmp_path, monkeypatch):
+    conn = real_ha.connection()
+    conn["host"] = "127.0.0.2,127.0.0.1"  # nn1, the standby, first: the hook's probe answers StandbyException
+    registry = _use(monkeypatch, conn)
+    uploaded, info, doc = publish_run(registry, tmp_path, "manual__ha")
+    assert uploaded == sum(e.size for e in doc.manifest)
+    assert info.url == "hdfs://ns1/model-registry/rental-pricing-prediction/1.1"
+    registry.verify(info.path, doc.manifest)
+
+
+def test_real_ha_fail_over_during_the_upload(real_ha, tmp_path, monkeypatch):
+    """nn0 goes standby after the first file: the rest goes to nn1, which the store finds again."""
+    registry = _use(monkeypatch, real_ha.connection())
+    assert registry.store.client.url == f"http://127.0.0.1:{real_ha.http_port}"
+    write_file, failed_over = registry.store.write_file, []
+
+    def write_then_fail_over(path, stream, size):
+        write_file(path, stream, size)
+        if not failed_over:
+            failed_over.append(real_ha.failover())
+
+    monkeypatch.setattr(registry.store, "write_file", write_then_fail_over)
+    uploaded, info, doc = publish_run(registry, tmp_path, "manual__failover")
+    assert failed_over and real_ha.namenode_states == ["standby", "active"]
+    assert registry.store.client.url == f"http://127.0.0.2:{real_ha.http_port}"
+    assert uploaded == sum(e.size for e in doc.manifest)
+    registry.verify(info.path, doc.manifest)  # every byte, read back from nn1
+    assert not registry.store.exists(registry.pending_path("manual__failover"))

@@ -593,20 +593,28 @@ def test_input_errors_do_not_retry():
 
 # -- smaller wrong results (issue 11, items 7 and 8) ----------------------------------------------------------
 def test_the_webhdfs_stand_in_refuses_dot_segments_as_hdfs_does(tmp_path):
-    """Hadoop's DFSUtil.isValidName refuses '.', '..' and ':' components: 400 InvalidPathException."""
+    """Hadoop's DFSUtil.isValidName refuses '.', '..' and ':' components of a path written: 400
+    InvalidPathException; a RENAME destination is normalised inside the namespace, as a real NameNode
+    does it (tests/devstack/test_webhdfs_parity.py); nothing ever lands outside the stand-in's folder."""
     import http.client
 
     from model_governance_devstack.webhdfs import WebHDFSStandIn
 
+    def put(path):
+        conn = http.client.HTTPConnection("127.0.0.1", hdfs.port)
+        conn.request("PUT", path + "&user.name=hdfs")
+        answer = conn.getresponse()
+        return answer.status, json.loads(answer.read())
+
     with WebHDFSStandIn(tmp_path / "hdfs") as hdfs:
         for path in ("/webhdfs/v1/a/../b?op=MKDIRS", "/webhdfs/v1/a/%2E%2E/b?op=MKDIRS", "/webhdfs/v1/a/./b?op=MKDIRS",
-                     "/webhdfs/v1/ok?op=RENAME&destination=/ok/../../escape"):
-            conn = http.client.HTTPConnection("127.0.0.1", hdfs.port)
-            conn.request("PUT", path + "&user.name=hdfs")
-            answer = conn.getresponse()
-            body = json.loads(answer.read())
-            assert answer.status == 400 and body["RemoteException"]["exception"] == "InvalidPathException", path
-            assert body["RemoteException"]["message"].startswith("Invalid path name /")
+                     "/webhdfs/v1/a/../../b?op=CREATE"):
+            status, body = put(path)
+            assert status == 400 and body["RemoteException"]["exception"] == "InvalidPathException", path
+            assert body["RemoteException"]["message"].startswith("Invalid path name ")
+        assert put("/webhdfs/v1/ok?op=MKDIRS")[0] == 200
+        assert put("/webhdfs/v1/ok?op=RENAME&destination=/ok/../../../escape") == (200, {"boolean": True})
+        assert (tmp_path / "hdfs" / "fs" / "escape").is_dir()  # /escape in the namespace
         assert not (tmp_path / "escape").exists() and not (tmp_path / "hdfs" / "b").exists()
 
 

@@ -50,6 +50,10 @@ T = TypeVar("T")
 CHUNK = 1024 * 1024
 UPLOAD_CHUNK = 64 * 1024  # a request body goes out in chunks of this size, as the hdfs client sends them
 PROGRESS_EVERY_BYTES = 256 * 1024 * 1024
+# A lock file read empty is being created by another run; one empty for this long lost its writer
+# (HDFS lets another client recover a dead writer's lease after 60 s).
+EMPTY_LOCK_GRACE = 120.0
+BEING_WRITTEN: dict[str, Any] = {"run_id": None, "being_written": True}
 
 
 class ByteStream(Protocol):
@@ -138,10 +142,15 @@ class LocalStore:
 
 # Hadoop's own "ask again" answers (a namenode busy or failing over); the hdfs client keeps only their name.
 TRANSIENT_HDFS_EXCEPTIONS = frozenset({"RetriableException", "StandbyException", "SafeModeException"})
+# What a CREATE without overwrite answers when the file is someone else's (done, or still being written).
+CREATE_LOST_EXCEPTIONS = frozenset({"FileAlreadyExistsException", "AlreadyBeingCreatedException"})
 
 
 def is_transient_hdfs(exc: BaseException) -> bool:
-    return is_transient(exc) or getattr(exc, "exception", None) in TRANSIENT_HDFS_EXCEPTIONS
+    name = getattr(exc, "exception", None)
+    # a DataNode whose connection to a restarted NameNode broke relays the RPC's EOFException once
+    rpc_cut = name == "EOFException" and "End of File Exception between" in str(exc)
+    return is_transient(exc) or name in TRANSIENT_HDFS_EXCEPTIONS or rpc_cut
 
 
 class WebHDFSStore:
@@ -151,12 +160,18 @@ class WebHDFSStore:
     is retried whole, by the registry, which can reopen the file."""
 
     def __init__(
-        self, client: Any, default_fs: str, user: str | None = None, namenodes: tuple[str, ...] = ()
+        self,
+        client: Any,
+        default_fs: str,
+        user: str | None = None,
+        namenodes: tuple[str, ...] = (),
+        reconnect: Callable[[], Any] | None = None,
     ):
         self.client = client
         self.default_fs = default_fs.rstrip("/")
         self.user = user
         self.namenodes = namenodes
+        self.reconnect = reconnect  # finds the active namenode again (the hook tries each in turn)
 
     @classmethod
     def from_connection(cls, conn_id: str) -> WebHDFSStore:
@@ -170,7 +185,7 @@ class WebHDFSStore:
             conn.extra_dejson.get("default_fs") or f"hdfs://{(conn.host or 'localhost').split(',')[0]}:8020"
         )
         namenodes = tuple(h.strip() for h in (conn.host or "localhost").split(",") if h.strip())
-        return cls(hook.get_conn(), default_fs, conn.login, namenodes)
+        return cls(hook.get_conn(), default_fs, conn.login, namenodes, lambda: WebHDFSHook(webhdfs_conn_id=conn_id).get_conn())
 
     def kind(self) -> str:
         return "hdfs"
@@ -191,8 +206,19 @@ class WebHDFSStore:
         query = "op=OPEN" + (f"&user.name={quote(self.user)}" if self.user else "")
         return f"{self.client.url.rstrip('/')}/webhdfs/v1{quote(path)}?{query}"
 
+    def transient(self, exc: BaseException) -> bool:
+        """Worth asking again. A namenode that went standby (a fail-over during the run), or, with several
+        namenodes, one gone: the next attempt goes to the one that is active now."""
+        failed_over = getattr(exc, "exception", None) == "StandbyException"
+        if self.reconnect and (failed_over or (len(self.namenodes) > 1 and is_transient(exc))):
+            try:
+                self.client = self.reconnect()
+            except Exception as why:  # none answers yet: the next attempt tries again
+                log.warning("No active namenode found (%s)", why)
+        return is_transient_hdfs(exc)
+
     def _retry(self, call: Callable[[], T], what: str) -> T:
-        return with_retries(call, f"WebHDFS {what}", transient=is_transient_hdfs)
+        return with_retries(call, f"WebHDFS {what}", transient=self.transient)
 
     def url(self, path: str) -> str:
         return f"{self.default_fs}{path}"
@@ -231,7 +257,9 @@ class WebHDFSStore:
         try:
             self.client.write(path, data=data, overwrite=False)  # the namenode refuses an existing file
         except HdfsError as exc:
-            if "already exists" in str(exc) or "FileAlreadyExists" in str(exc):
+            # another writer's file: closed (FileAlreadyExists), or still being written, its lease held
+            # (AlreadyBeingCreated: two runs creating the same lock at once)
+            if getattr(exc, "exception", None) in CREATE_LOST_EXCEPTIONS or "already exists" in str(exc):
                 return False
             raise
         return True
@@ -486,7 +514,7 @@ class Registry:
                     entry.size,
                 )
 
-        with_retries(upload, f"upload of {entry.path}", transient=is_transient_hdfs)
+        with_retries(upload, f"upload of {entry.path}", transient=getattr(self.store, "transient", is_transient_hdfs))
 
     def discard_pending(self, run_key: str) -> bool:
         return self.store.delete(self.pending_path(run_key))
@@ -516,6 +544,7 @@ class Registry:
         # the lock file's "run_id" holds the run key: the stored name stays, so earlier locks still match
         claim = json.dumps({"run_id": run_key, "since": time.time(), **(holder_info or {})}).encode()
         deadline = time.monotonic() + wait
+        empty_since: float | None = None
         while not self.store.create_exclusive(path, claim):
             holder = self._lock_holder(path)
             if holder is None:  # released between our two calls, or unreadable just now
@@ -523,6 +552,18 @@ class Registry:
                     raise RegistryError(f"could not take the deployment lock {self.store.url(path)}")
                 time.sleep(min(poll, 0.5))
                 continue
+            if holder is BEING_WRITTEN:  # another run is creating it right now: read it again shortly
+                empty_since = empty_since or time.monotonic()
+                if time.monotonic() - empty_since > EMPTY_LOCK_GRACE:  # its writer died mid-create
+                    log.warning("Breaking the deployment lock of %s: empty for %.0f s", slug, EMPTY_LOCK_GRACE)
+                    self._break_lock(path, holder)
+                    empty_since = None
+                    continue
+                if time.monotonic() >= deadline:
+                    raise RegistryError(f"{slug} is being deployed by another run (its lock is being taken); try again when it ends")
+                time.sleep(min(poll, 0.5))
+                continue
+            empty_since = None
             if holder.get("run_id") == run_key:
                 self._note_held(slug, run_key)
                 return
@@ -595,10 +636,15 @@ class Registry:
         return released
 
     def _lock_holder(self, path: str) -> dict[str, Any] | None:
+        """The lock's content; None if there is none; BEING_WRITTEN while it is empty (HDFS shows a file
+        whose writer has not closed it with length 0 and no bytes: it is held, not stale)."""
         if not self.store.exists(path):
             return None
         try:
-            return json.loads(self.read_bytes(path))
+            content = self.read_bytes(path)
+            if not content.strip():
+                return BEING_WRITTEN
+            return json.loads(content)
         except ValueError:
             return {"run_id": "?", "since": 0}  # unreadable: treated as held, and broken once stale
         except Exception:
