@@ -643,7 +643,7 @@ class AtlasStandIn:
             guid = final[e["guid"]]
             if guid not in created and e.get("changed") and guid not in updated:
                 stored = self.entities[guid]
-                stored.update(updatedBy=user, updateTime=stamp, version=stored["version"] + 1)
+                stored.update(updatedBy=user, updateTime=stamp)  # `version` stays: Atlas 2.1.0 answers 0 after updates
                 updated.append(guid)
         for guid in created:
             self._audit(guid, user, "ENTITY_CREATE", "Created: " + self._audit_json(guid))
@@ -754,8 +754,9 @@ class AtlasStandIn:
         out = {"typeName": e["typeName"], "attributes": attributes, "guid": guid, "isIncomplete": False, "status": e["status"],
                "createdBy": e["createdBy"], "updatedBy": e["updatedBy"], "createTime": e["createTime"], "updateTime": e["updateTime"],
                "version": e["version"], "labels": list(e.get("labels", []))}
-        if relationships:
-            out["relationshipAttributes"] = {n: self._rel_value(guid, n, legacy=False) for n in info["rel_attrs"]}
+        if relationships:  # a single-valued one with no relationship is left out; a set is [] (as Atlas answers)
+            values = {n: self._rel_value(guid, n, legacy=False) for n in info["rel_attrs"]}
+            out["relationshipAttributes"] = {n: v for n, v in values.items() if v is not None}
         if e["classifications"]:
             out["classifications"] = e["classifications"]
         return out

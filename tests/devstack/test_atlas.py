@@ -186,7 +186,7 @@ def test_bulk_upsert_by_qualified_name(api):
 
     entity = api.get(f"/entity/guid/{guid}").json()["entity"]
     assert entity["typeName"] == "hdfs_path" and entity["attributes"]["fileSize"] == 13 and entity["attributes"]["isFile"] is True
-    assert entity["version"] == 1 and entity["createdBy"] == "admin" and isinstance(entity["createTime"], int)
+    assert entity["version"] == 0 and entity["createdBy"] == "admin" and isinstance(entity["createTime"], int)
     audit = api.get(f"/entity/{guid}/audit", params={"count": 100}).json()
     assert [e["action"] for e in audit] == ["ENTITY_UPDATE", "ENTITY_CREATE"]  # newest first; the unchanged re-post left none
     assert audit[1]["details"].startswith("Created: {") and audit[0]["type"] == "ENTITY_AUDIT_V2" and audit[0]["user"] == "admin"
