@@ -81,6 +81,10 @@ def devstack(world, tmp_path, monkeypatch, request):
     if world == "real":
         names = request.node.get_closest_marker("real_twin").args or ("atlas", "hdfs", "mleap")
         running = {name: request.getfixturevalue(f"real_{name}") for name in names}
+    if running and "atlas" in running:  # what a module-scoped user of the real Atlas left (e.g. a fleet)
+        from tests.real_services import purge_atlas
+
+        purge_atlas(running["atlas"])
     with start_devstack(
         tmp_path / "devstack", atlas_port=0, mleap_port=0, webhdfs_port=0, running=running
     ) as stack:
