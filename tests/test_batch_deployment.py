@@ -1,5 +1,6 @@
 """The `spark` host type end to end: `model_batch_deployment` with `dag.test()`, real Spark in local mode
-submitted through the Spark provider, the stand-ins over HTTP; the lineage read back through Atlas's API."""
+submitted through the Spark provider, the stand-ins over HTTP; the lineage read back through Atlas's API.
+The lineage tests run twice: on the Atlas stand-in and on the session's real Atlas (`real_twin("atlas")`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ def atlas(devstack, path, **params):
     return atlas_call(devstack.connections["atlas_default"], "GET", path, params=params).json()
 
 
+@pytest.mark.real_twin("atlas")
 def test_batch_deployment_scores_and_records_lineage(devstack, airflow_db, tmp_path):
     import pyarrow.parquet as pq
 
@@ -66,6 +68,7 @@ def test_a_staged_mleap_bundle_is_refused_for_spark(devstack, airflow_db, tmp_pa
     assert run.state == "failed" and states["fetch_staging"] == "failed" and states["deploy_model"] == "upstream_failed"
 
 
+@pytest.mark.real_twin("atlas")
 def test_hive_tables_are_lineage_ends_as_atlas_hive_hook_registered_them(devstack, tmp_path):
     """`hive:db.table` names a table Atlas's Hive hook registered: the deployment refers to it, never makes it."""
     from model_governance.metadata import DeployFacts

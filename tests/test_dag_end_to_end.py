@@ -1,4 +1,6 @@
-"""The real DAG, run with `dag.test()` against the stand-ins over HTTP, checked through each service's API."""
+"""The real DAG, run with `dag.test()` against the stand-ins over HTTP, checked through each service's API.
+The tests that check Atlas run twice: on the stand-ins, and with the session's real Atlas in place of the
+Atlas stand-in (`real_twin("atlas")`; the legacy MLeap API they check is served only by the stand-in)."""
 
 from __future__ import annotations
 
@@ -58,6 +60,7 @@ def mleap_url(devstack):
     return f"http://{conn['host']}:{conn['port']}"
 
 
+@pytest.mark.real_twin("atlas")
 def test_deploys_archives_and_registers_the_example(dag, airflow_db, devstack):
     dr, states = run(dag, staging=str(EXAMPLE_STAGING))
     assert dr.state == "success", states
@@ -122,6 +125,7 @@ def test_deploys_archives_and_registers_the_example(dag, airflow_db, devstack):
     assert devstack.connections["atlas_default"]["password"] not in json.dumps(xcom)
 
 
+@pytest.mark.real_twin("atlas")
 def test_rerun_changes_nothing_and_leaves_one_entity(dag, airflow_db, devstack):
     first, _ = run(dag, staging=str(EXAMPLE_STAGING))
     second, states = run(dag, staging=str(EXAMPLE_STAGING))
@@ -131,6 +135,7 @@ def test_rerun_changes_nothing_and_leaves_one_entity(dag, airflow_db, devstack):
     assert len(atlas_search(devstack.connections["atlas_default"], excludeDeletedEntities=True)) == 1
 
 
+@pytest.mark.real_twin("atlas")
 def test_failed_deploy_creates_no_atlas_entity(dag, airflow_db, devstack, tmp_path):
     """A bundle that passes our checks but that MLeap cannot load: the run fails, nothing registered."""
     staged = tmp_path / "broken-model"

@@ -219,6 +219,12 @@ def _layout_models(models_dir: Path, target: Path) -> None:
         raise RuntimeError(f"{models_dir} has no 0010-base_model.json: without it Atlas has no DataSet/Process")
 
 
+def _listening(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def _free_port(exclude: set[int]) -> int:
     while True:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -272,6 +278,10 @@ class RealAtlas:
         # LocalSolrRunner reads ${embedded.solr.directory}/solr/core-template and writes data/ beside it
         shutil.copytree(root / "solr-templates" / "solr", solr / "solr")
 
+        if self._requested_port and _listening(self._requested_port):
+            # another server there would answer the readiness check (admin/status needs no login) in our place
+            raise RuntimeError(f"port {self._requested_port} on 127.0.0.1 is already taken (another Atlas?): "
+                               "choose another port, or 0 for a free one")
         self.port = self._requested_port or _free_port(set())
         zk_port = _free_port({self.port})
         kafka_port = _free_port({self.port, zk_port})
@@ -335,6 +345,9 @@ class RealAtlas:
                     status, body = self.request("GET", "/api/atlas/v2/types/typedef/name/DataSet", timeout=30)
                     if status == 200:
                         return
+                    if status == 401:  # our credentials refused: whatever answers on this port is not our server
+                        raise RuntimeError(f"an Atlas on port {self.port} refuses this server's credentials: "
+                                           "the port is another server's")
                     raise RuntimeError(f"ACTIVE, but DataSet typedef answered {status} {body[:300]}")
             except (OSError, ValueError) as exc:
                 last = repr(exc)

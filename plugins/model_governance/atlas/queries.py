@@ -3,11 +3,19 @@
 Every search is an Atlas basic search with attribute filters, built by `search_body` (the DSL splits
 attribute names on `.`, so it cannot filter on the seed's dotted attributes): they work against any Atlas,
 the stand-in included.
+
+Atlas's search index is eventually consistent (the distribution sets `solr.wait-searcher=false`): a search
+may not yet see an entity written a moment ago, while reads by guid or unique attribute always do. So
+`supersede` waits until the search shows the deployment just written (every earlier write then shows too),
+re-reads each hit by guid before changing it, and returns only once its own changes are searchable: a
+registration is finished when `deployments`, `trace` and the next deployment's search can see it.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -19,7 +27,10 @@ from model_governance.exceptions import AtlasError
 if TYPE_CHECKING:
     from model_governance.hooks.atlas import AtlasHook
 
+log = logging.getLogger(__name__)
+
 UNKNOWN_TYPENAME = "ATLAS-400-00-00A"
+SEARCH_WAIT = 30.0  # seconds a write may take to reach Atlas's search index before we go on without it
 _GUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 # CLI filter -> the attribute it compares, and Atlas's operator
@@ -71,6 +82,25 @@ def search_all(
         found.extend(entities)
         if len(entities) < page:
             return found
+
+
+def search_until_seen(
+    hook: AtlasHook, criteria: list[tuple[str, str, str]], expected: set[str], timeout: float = SEARCH_WAIT
+) -> list[dict[str, Any]]:
+    """`search_all`, repeated (backing off) until every qualifiedName in `expected` is among the hits, or
+    `timeout` seconds have passed; the last hits."""
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        found = search_all(hook, criteria)
+        missing = expected - {h.get("attributes", {}).get(s.QUALIFIED_NAME) for h in found}
+        if not missing:
+            return found
+        if time.monotonic() >= deadline:
+            log.warning("Atlas's search does not show %s after %.0f s: going on without", sorted(missing), timeout)
+            return found
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
 
 
 def epoch_millis(value: str) -> int:
@@ -141,17 +171,26 @@ def current_deployment(hook: AtlasHook, target: str) -> DeploymentRecord | None:
 
 
 def supersede(hook: AtlasHook, target: str, current: str) -> list[str]:
-    """Mark every other deployment still `deployed` at target superseded by current; their qualifiedNames."""
+    """Mark every other deployment still `deployed` at target superseded by current; their qualifiedNames.
+
+    Current was written just before: once the search shows it, it shows every deployment written earlier.
+    """
+    serving = [(s.DEPLOY_TARGET, "=", target), (s.DEPLOY_STATUS, "=", s.DEPLOYED)]
     replaced = []
-    for header in search_all(hook, [(s.DEPLOY_TARGET, "=", target), (s.DEPLOY_STATUS, "=", s.DEPLOYED)]):
+    for header in search_until_seen(hook, serving, {current}):
         qualified_name = header["attributes"][s.QUALIFIED_NAME]
         if qualified_name == current:
             continue
-        # Re-post the whole entity with the new status: a bulk upsert of a subset could blank the rest.
+        # Read it by guid (the index may be behind the graph), then re-post the whole entity with the new
+        # status: a bulk upsert of a subset could blank the rest.
         entity = hook.get_entity_by_guid(header["guid"])["entity"]
+        if entity.get("status") != "ACTIVE" or entity["attributes"].get(s.DEPLOY_STATUS) != s.DEPLOYED:
+            continue
         attributes = {**entity["attributes"], s.DEPLOY_STATUS: s.SUPERSEDED, s.SUPERSEDED_BY: current}
         hook.upsert_entities([{"typeName": s.MODEL_TYPE, "attributes": attributes}])
         replaced.append(qualified_name)
+    if replaced:  # done once `trace` and `deployments` can see it
+        search_until_seen(hook, [(s.SUPERSEDED_BY, "=", current)], set(replaced))
     return replaced
 
 
