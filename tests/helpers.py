@@ -111,12 +111,30 @@ def predict_at(url: str, frame: dict, field: str = "price_prediction") -> float 
     return scored["rows"][0][[f["name"] for f in scored["schema"]["fields"]].index(field)]
 
 
+def mleap_api(devstack, conn_id: str = "mleap_default") -> str:
+    """The API the stack's MLeap serving speaks: "legacy" (the stand-in) or "spring-boot" (the real host)."""
+    return (devstack.connections[conn_id].get("extra") or {}).get("api", "legacy")
+
+
+def serving_inputs(devstack, name: str = "target", conn_id: str = "mleap_default") -> set[str]:
+    """The field names the served model reports: legacy `GET /model` (the transformer's whole schema), or
+    spring-boot `GET /models/<name>/meta` (its input schema). Empty when nothing serves."""
+    import requests
+
+    base = mleap_base(devstack.connections[conn_id])
+    if mleap_api(devstack, conn_id) == "legacy":
+        answer = requests.get(f"{base}/model", timeout=30)
+        return {f["name"] for f in answer.json()["fields"]} if answer.status_code == 200 else set()
+    answer = requests.get(f"{base}/models/{name}/meta", timeout=30)
+    return {f["name"] for f in answer.json()["inputSchema"]["fields"]} if answer.status_code == 200 else set()
+
+
 def predict(devstack, frame: dict | None = None, name: str = "target", conn_id: str = "mleap_default") -> float | None:
     """What the stack's MLeap serving predicts for `frame` (the example's sample request by default), through
     its connection's API: the legacy stand-in, or spring-boot (the real MLeap runtime host)."""
     import json
 
     conn = devstack.connections[conn_id]
-    api = (conn.get("extra") or {}).get("api", "legacy")
+    api = mleap_api(devstack, conn_id)
     frame = frame or json.loads((EXAMPLE_STAGING / "samples/leapframe.json").read_text())
     return predict_at(scoring_url(mleap_base(conn), api, name), frame)
