@@ -259,7 +259,9 @@ class MLeapServingHook(RestHook):
             if response.status_code == 200:
                 return response.json()
             if response.status_code == 404:
-                raise ModelLoadError(f"MLeap serving at {self.url} dropped model {name!r}: its load failed")
+                raise ModelLoadError(
+                    f"MLeap serving at {self.url} dropped model {name!r}: its load failed, or the server restarted"
+                )
             if response.status_code == 500 and response.content.strip():
                 raise ModelLoadError(
                     f"MLeap serving at {self.url} failed to load model {name!r}: {response_text(response)}"
