@@ -182,9 +182,11 @@ def real_hdfs_ha(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def real_mleap(tmp_path_factory):
-    """MLeap's own runtime behind the spring-boot API (the spring-boot server is not on Maven Central)."""
+    """MLeap's own runtime behind the spring-boot API (the spring-boot server is not on Maven Central). An
+    unloaded model's name stays taken for 300 ms (Akka stops its actor asynchronously; usually far less):
+    every swap on it meets the 400 a real server can answer to a POST right after the DELETE."""
     from model_governance_devstack.real.mleap import MLeapRuntimeHost
 
-    mleap = MLeapRuntimeHost(tmp_path_factory.mktemp("real-mleap")).start()
+    mleap = MLeapRuntimeHost(tmp_path_factory.mktemp("real-mleap"), stop_delay=0.3).start()
     yield mleap
     mleap.stop()

@@ -79,3 +79,62 @@ def atlas_entity(conn: dict, guid: str) -> dict:
     answer = atlas_call(conn, "GET", f"/entity/guid/{guid}")
     answer.raise_for_status()
     return answer.json()["entity"]
+
+
+def mleap_base(conn: dict) -> str:
+    """The base URL of an MLeap serving connection dict."""
+    return f"http://{conn['host']}:{conn['port']}"
+
+
+def scoring_url(base: str, api: str, name: str = "target") -> str:
+    """Where a model scores: legacy serving's one `/transform`, or spring-boot's `/models/<name>/transform`."""
+    return f"{base}/transform" if api == "legacy" else f"{base}/models/{name}/transform"
+
+
+def score_at(url: str, frame: dict) -> dict | None:
+    """The LeapFrame `url` answers for `frame`; None when nothing scores there (an error status, or
+    spring-boot's 200 STATUS_ERROR)."""
+    import requests
+
+    answer = requests.post(url, json=frame, timeout=30)
+    if answer.status_code != 200:
+        return None
+    body = answer.json()
+    return None if body.get("status") == "STATUS_ERROR" else body
+
+
+def predict_at(url: str, frame: dict, field: str = "price_prediction") -> float | None:
+    """The first row's `field` scored at `url`; None when nothing serves there."""
+    scored = score_at(url, frame)
+    if scored is None:
+        return None
+    return scored["rows"][0][[f["name"] for f in scored["schema"]["fields"]].index(field)]
+
+
+def mleap_api(devstack, conn_id: str = "mleap_default") -> str:
+    """The API the stack's MLeap serving speaks: "legacy" (the stand-in) or "spring-boot" (the real host)."""
+    return (devstack.connections[conn_id].get("extra") or {}).get("api", "legacy")
+
+
+def serving_inputs(devstack, name: str = "target", conn_id: str = "mleap_default") -> set[str]:
+    """The field names the served model reports: legacy `GET /model` (the transformer's whole schema), or
+    spring-boot `GET /models/<name>/meta` (its input schema). Empty when nothing serves."""
+    import requests
+
+    base = mleap_base(devstack.connections[conn_id])
+    if mleap_api(devstack, conn_id) == "legacy":
+        answer = requests.get(f"{base}/model", timeout=30)
+        return {f["name"] for f in answer.json()["fields"]} if answer.status_code == 200 else set()
+    answer = requests.get(f"{base}/models/{name}/meta", timeout=30)
+    return {f["name"] for f in answer.json()["inputSchema"]["fields"]} if answer.status_code == 200 else set()
+
+
+def predict(devstack, frame: dict | None = None, name: str = "target", conn_id: str = "mleap_default") -> float | None:
+    """What the stack's MLeap serving predicts for `frame` (the example's sample request by default), through
+    its connection's API: the legacy stand-in, or spring-boot (the real MLeap runtime host)."""
+    import json
+
+    conn = devstack.connections[conn_id]
+    api = mleap_api(devstack, conn_id)
+    frame = frame or json.loads((EXAMPLE_STAGING / "samples/leapframe.json").read_text())
+    return predict_at(scoring_url(mleap_base(conn), api, name), frame)

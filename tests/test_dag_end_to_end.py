@@ -1,6 +1,7 @@
 """The real DAG, run with `dag.test()` against the stand-ins over HTTP, checked through each service's API.
-The tests that check Atlas run twice: on the stand-ins, and with the session's real Atlas in place of the
-Atlas stand-in (`real_twin("atlas")`; the legacy MLeap API they check is served only by the stand-in)."""
+The main deploy test also runs on the real Atlas, HDFS and MLeap (`real_twin`); the other tests that check
+Atlas run with the session's real Atlas in place of the Atlas stand-in (`real_twin("atlas")`: the legacy
+MLeap API they check is served only by the stand-in)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,16 @@ import zipfile
 import pytest
 import requests
 
-from tests.helpers import EXAMPLE_STAGING, atlas_call, atlas_search, load_dag
+from tests.helpers import (
+    EXAMPLE_STAGING,
+    atlas_call,
+    atlas_search,
+    load_dag,
+    mleap_api,
+    predict,
+    scoring_url,
+    serving_inputs,
+)
 
 TASKS = ["fetch_staging", "push_to_registry", "deploy_model", "register_in_atlas"]
 
@@ -55,21 +65,27 @@ def hdfs_client(devstack):
     return InsecureClient(f"http://{conn['host']}:{conn['port']}", user="hdfs")
 
 
+def registry_fs(devstack):
+    """The file system registry URLs name: the real NameNode's RPC address, or the WebHDFS default."""
+    conn = devstack.connections["webhdfs_default"]
+    return (conn.get("extra") or {}).get("default_fs") or "hdfs://127.0.0.1:8020"
+
+
 def mleap_url(devstack):
     conn = devstack.connections["mleap_default"]
     return f"http://{conn['host']}:{conn['port']}"
 
 
-@pytest.mark.real_twin("atlas")
+@pytest.mark.real_twin
 def test_deploys_archives_and_registers_the_example(dag, airflow_db, devstack):
     dr, states = run(dag, staging=str(EXAMPLE_STAGING))
     assert dr.state == "success", states
     assert states == {**dict.fromkeys(TASKS, "success"), "clean_up": "success"}
 
-    # serving: the model is loaded and answers with its schema
-    schema = requests.get(f"{mleap_url(devstack)}/model", timeout=10)
-    assert schema.status_code == 200
-    assert {f["name"] for f in schema.json()["fields"]} >= {"bathrooms", "square_feet", "room_type", "state"}
+    # serving: the model is loaded, answers with its schema, and scores the sample (legacy `/transform` on
+    # the stand-in, spring-boot `/models/target/transform` on the real MLeap runtime)
+    assert serving_inputs(devstack) >= {"bathrooms", "square_feet", "room_type", "state"}
+    assert predict(devstack) == pytest.approx(232.62463916840318)
 
     # registry: every staged file, byte for byte, plus the manifest; no pending upload left
     client = hdfs_client(devstack)
@@ -82,10 +98,13 @@ def test_deploys_archives_and_registers_the_example(dag, airflow_db, devstack):
     with client.read(f"{version}/MANIFEST.json") as reader:
         manifest = json.load(reader)
     assert len(manifest["files"]) == len(staged)
+    # listed by the NameNode (the real one in the real twin): the staged top level and the manifest
+    assert set(client.list(version)) >= {p.name for p in EXAMPLE_STAGING.iterdir()} | {"MANIFEST.json"}
     assert client.list("/model-registry/.pending") == []
 
     # Atlas: the entity, read back through Atlas's API, with every attribute from the metadata
     host_port = f"127.0.0.1:{devstack.connections['mleap_default']['port']}"
+    api = mleap_api(devstack)
     qualified_name = f"rental-pricing-prediction-v1.1@{host_port}"
     answer = atlas_get(devstack, "/entity/uniqueAttribute/type/model", **{"attr:qualifiedName": qualified_name})
     assert answer.status_code == 200, answer.text
@@ -104,12 +123,12 @@ def test_deploys_archives_and_registers_the_example(dag, airflow_db, devstack):
         "model.description": "model predicts monthly price of rental if property is purchased",
         "model.owner": "Greg Keys",
         "model.owner.lob": "pricing",
-        "model.registry.url": f"hdfs://127.0.0.1:8020{version}",
+        "model.registry.url": f"{registry_fs(devstack)}{version}",
         "owner": "Greg Keys",
         "deployStatus": "deployed",
-        "endpointUrl": f"http://{host_port}/transform",
+        "endpointUrl": scoring_url(f"http://{host_port}", api),
         "hostType": "microservice",
-        "deployTarget": host_port,
+        "deployTarget": host_port if api == "legacy" else f"{host_port}/models/target",
         "dagId": "model_deployment",
         "dagRunId": dr.run_id,
         "serializedObjectSha256": hashlib.sha256((EXAMPLE_STAGING / "executable/airbnb.model.lr.zip").read_bytes()).hexdigest(),

@@ -17,6 +17,7 @@ from datetime import timedelta
 import pytest
 import requests
 
+from tests import helpers
 from tests.helpers import EXAMPLE_STAGING, atlas_search, load_dag, rebundle, stage_variant
 
 SAMPLE = json.loads((EXAMPLE_STAGING / "samples/leapframe.json").read_text())
@@ -121,11 +122,8 @@ def stack(devstack, monkeypatch):
 
 
 def predict(stack):
-    answer = requests.post(f"http://127.0.0.1:{stack.mleap.port}/transform", json=SAMPLE, timeout=10)
-    if answer.status_code != 200:
-        return None
-    frame = answer.json()
-    return frame["rows"][0][[f["name"] for f in frame["schema"]["fields"]].index("price_prediction")]
+    """What the endpoint predicts for the sample, through the stack's serving API; None when nothing serves."""
+    return helpers.predict(stack, SAMPLE)
 
 
 def entities(stack):
@@ -314,3 +312,103 @@ def test_real_datanode_gone_during_the_upload(dag, real_hdfs_stack, fault_hdfs, 
 
     run_fault("HDFS (real): DataNode gone during the upload (back for the rerun)", dag, real_hdfs_stack, tmp_path, inject,
               {"rerun"}, fault_hdfs.restart_datanode)
+
+
+# -- a fault on the real MLeap runtime: its JVM killed mid-load ---------------------------------------------
+def deploy_first_version(dag, stack, tmp_path):
+    """Version 1.0 (its intercept moved) deployed and serving; what each version predicts."""
+    first = stage_variant(tmp_path / "staging", version="1.0")
+    rebundle(EXAMPLE_STAGING / "executable/airbnb.model.lr.zip", first / "executable/airbnb.model.lr.zip", intercept_shift=1000.0)
+    first_run = dag.test(run_conf={"staging": str(first)})
+    assert first_run.state == "success"
+    LAST_RUN["id"] = first_run.run_id
+    predictions = {"1.0": predict(stack)}
+    predictions["1.1"] = predictions["1.0"] - 1000.0
+    return predictions
+
+
+def settle(fault, expected, run, dag, stack, predictions, registered=entities):
+    """The faulty run's outcome recorded in RESULTS: the invariants checked after it and after a rerun."""
+    outcome = "survived" if run.state == "success" else "rerun"
+    try:
+        check_invariants(stack, predictions)
+        assert _locks(stack) == [], "the run ended holding the model's lock"
+        if outcome == "rerun":
+            rerun = dag.test(run_conf={"staging": str(EXAMPLE_STAGING)})
+            assert rerun.state == "success", {ti.task_id: ti.state for ti in rerun.get_task_instances()}
+        assert check_invariants(stack, predictions) == "1.1"
+        assert sorted((e["modelVersion"], e["deployStatus"]) for e in registered(stack)) == [("1.0", "superseded"), ("1.1", "deployed")]
+    except AssertionError:
+        RESULTS.append((fault, "lost"))
+        raise
+    RESULTS.append((fault, outcome))
+    assert outcome in ((expected,) if isinstance(expected, str) else expected), {ti.task_id: ti.state for ti in run.get_task_instances()}
+
+
+
+
+REAL_MLEAP_KILLED = "MLeap JVM killed while loading the new model, restarted (real MLeap, Atlas, HDFS)"
+
+
+def kill_during_the_swap(host, version: str, errors: list, timeout: float = 180) -> None:
+    """Wait until the endpoint's name is loading `version` (the old model already unloaded), then SIGKILL
+    the host's JVM and start it again, as a supervisor would: it comes back with no model loaded."""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            try:
+                answer = requests.get(f"{host.url}/models/target", timeout=2)
+            except requests.RequestException:
+                answer = None
+            if answer is not None and answer.status_code == 200 and f"/{version}/" in answer.json()["uri"]:
+                host.kill()
+                host.start()
+                return
+            time.sleep(0.02)
+        errors.append(f"the endpoint never loaded {version} within {timeout} s")
+    except Exception as exc:  # noqa: BLE001 - reported by the test
+        errors.append(repr(exc))
+
+
+def test_fault_mleap_jvm_killed_during_a_load(dag, tmp_path, monkeypatch, request):
+    """The real MLeap runtime's JVM killed while the endpoint loads 1.1 (its 1.0 already unloaded: the swap),
+    then restarted empty. Each load takes 2 s (the host's load delay) so the kill lands mid-load. Survived in
+    the run (the deploy step's retry finds the restarted server and deploys again) or by a rerun (the step
+    restored 1.0, registered nothing); either way nothing half-done and no lock left."""
+    import threading
+
+    from model_governance_devstack.launcher import start_devstack
+    from model_governance_devstack.real.mleap import MLeapRuntimeHost
+    from tests.real_services import empty_hdfs, purge_atlas
+
+    atlas, hdfs = request.getfixturevalue("real_atlas"), request.getfixturevalue("real_hdfs")
+    host = MLeapRuntimeHost(tmp_path / "real-mleap", load_delay=2.0, stop_delay=0.3).start()
+    running = {"atlas": atlas, "hdfs": hdfs, "mleap": host}
+    try:
+        with start_devstack(tmp_path / "devstack", atlas_port=0, mleap_port=0, webhdfs_port=0, running=running) as stack:
+            for name, value in stack.env().items():
+                monkeypatch.setenv(name, value)
+            predictions = deploy_first_version(dag, stack, tmp_path)
+            errors: list[str] = []
+            killer = threading.Thread(target=kill_during_the_swap, args=(host, "1.1", errors), daemon=True)
+            killer.start()
+            run = dag.test(run_conf={"staging": str(EXAMPLE_STAGING)})
+            killer.join(timeout=60)
+            assert not killer.is_alive() and errors == [], errors
+            settle(REAL_MLEAP_KILLED, ("survived", "rerun"), run, dag, stack, predictions, registered=searched_soon)
+    finally:
+        host.stop()
+        empty_hdfs(hdfs)
+        purge_atlas(atlas)
+
+
+def searched_soon(stack, timeout: float = 15):
+    """`entities`, asked again for a moment until the final pair shows: real Atlas's search index is
+    eventually consistent (the supersede is an update it may not have indexed yet)."""
+    final = [("1.0", "superseded"), ("1.1", "deployed")]
+    deadline = time.monotonic() + timeout
+    while True:
+        found = entities(stack)
+        if sorted((e["modelVersion"], e["deployStatus"]) for e in found) == final or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)

@@ -4,15 +4,19 @@ transient server errors retried. The served model is told apart by what it predi
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
 import requests
 
+from tests import helpers
+from tests.real_services import unload_named
 from tests.helpers import EXAMPLE_STAGING, atlas_search, load_dag, rebundle, stage_variant
 
 SAMPLE = json.loads((EXAMPLE_STAGING / "samples/leapframe.json").read_text())
 BUNDLE = EXAMPLE_STAGING / "executable/airbnb.model.lr.zip"
+TARGET = "target"  # the example's endpoint name: the model's name on spring-boot serving
 SHIFT = 1000.0  # version 1.0's intercept is moved by this much: its predictions differ from 1.1's
 
 
@@ -21,12 +25,21 @@ def dag():
     return load_dag("model_deployment")
 
 
-@pytest.fixture(params=["legacy", "spring-boot"])
+@pytest.fixture(params=["legacy", "spring-boot", "spring-boot-real"])
 def serving(request, devstack, tmp_path, monkeypatch):
-    """(api, conn_id, base URL, MLeapStandIn) for one serving API."""
+    """(api, conn_id, base URL, server) for one serving API: legacy and spring-boot on the stand-in, and
+    spring-boot on the real MLeap runtime host (the session's, its models unloaded after the test)."""
     if request.param == "legacy":
         conn = devstack.connections["mleap_default"]
         yield "legacy", "mleap_default", f"http://127.0.0.1:{conn['port']}", devstack.mleap
+        return
+    if request.param == "spring-boot-real":
+        host = request.getfixturevalue("real_mleap")
+        monkeypatch.setenv("AIRFLOW_CONN_MLEAP_SPRING", json.dumps(host.connection()))
+        try:
+            yield "spring-boot", "mleap_spring", host.url, host
+        finally:
+            unload_named(host, TARGET)
         return
     from model_governance_devstack.mleap import MLeapStandIn
 
@@ -43,18 +56,15 @@ def serving(request, devstack, tmp_path, monkeypatch):
 def predict(serving) -> float | None:
     """What the endpoint predicts for the sample now; None when it serves nothing."""
     api, _, url, _ = serving
-    if api == "legacy":
-        answer = requests.post(f"{url}/transform", json=SAMPLE, timeout=10)
-        if answer.status_code != 200:
-            return None
-        frame = answer.json()
-    else:
-        answer = requests.post(f"{url}/models/target/transform", json=SAMPLE, timeout=10)
-        if answer.status_code != 200 or answer.json().get("status") == "STATUS_ERROR":
-            return None
-        frame = answer.json()
-    index = [f["name"] for f in frame["schema"]["fields"]].index("price_prediction")
-    return frame["rows"][0][index]
+    return helpers.predict_at(helpers.scoring_url(url, api, TARGET), SAMPLE)
+
+
+def candidate_gone(serving, run) -> bool:
+    """The temporary name the spring-boot deploy verified the bundle under is unloaded again."""
+    doc = run.get_task_instance("fetch_staging").xcom_pull(task_ids="fetch_staging")
+    key = doc.get("run_key") or run.run_id
+    candidate = f"{TARGET}-candidate-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+    return requests.get(f"{serving[2]}/models/{candidate}", timeout=10).status_code == 404
 
 
 def deploy(dag, serving, staged):
@@ -90,7 +100,8 @@ def test_a_good_deploy_serves_verifies_and_records_the_schemas(dag, serving, fir
     assert "price_prediction" in {f["name"] for f in facts["output_schema"]}
     assert deployments(devstack) == {"1.0": "superseded", "1.1": "deployed"}
     if api == "spring-boot":  # the candidate name used for verification is gone
-        assert [name for name in serving[3].models] == ["target"]
+        assert candidate_gone(serving, run)
+        assert requests.get(f"{url}/models/{TARGET}", timeout=10).json()["uri"].endswith("/1.1/airbnb.model.lr.zip")
 
 
 def test_an_invalid_bundle_is_refused_before_anything_is_deployed(dag, serving, first_version, devstack, tmp_path):
@@ -128,6 +139,7 @@ def test_a_failed_sample_scoring_is_rolled_back(dag, serving, first_version, dev
     assert deployments(devstack) == {"1.0": "deployed"}
 
 
+@pytest.mark.parametrize("serving", ["legacy", "spring-boot"], indirect=True)  # the stand-ins' fault switch
 def test_transient_server_errors_are_retried(dag, serving, first_version, devstack):
     serving[3].fail_next(2, 503)
     run, states = deploy(dag, serving, EXAMPLE_STAGING)

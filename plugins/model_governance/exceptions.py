@@ -40,6 +40,10 @@ class DeployError(ModelGovernanceError):
     """The serving host could not be reached or did not serve the model."""
 
 
+class ServingConfigError(DeployError, AirflowFailException):
+    """The serving connection is set up wrong (no host, an unknown api or delivery): no retry, fix it."""
+
+
 class ModelLoadError(AirflowFailException):
     """The serving host answered that it cannot load the model: asking again gives the same answer."""
 

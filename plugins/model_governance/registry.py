@@ -185,7 +185,13 @@ class WebHDFSStore:
             conn.extra_dejson.get("default_fs") or f"hdfs://{(conn.host or 'localhost').split(',')[0]}:8020"
         )
         namenodes = tuple(h.strip() for h in (conn.host or "localhost").split(",") if h.strip())
-        return cls(hook.get_conn(), default_fs, conn.login, namenodes, lambda: WebHDFSHook(webhdfs_conn_id=conn_id).get_conn())
+        return cls(
+            hook.get_conn(),
+            default_fs,
+            conn.login,
+            namenodes,
+            lambda: WebHDFSHook(webhdfs_conn_id=conn_id).get_conn(),
+        )
 
     def kind(self) -> str:
         return "hdfs"
@@ -514,7 +520,9 @@ class Registry:
                     entry.size,
                 )
 
-        with_retries(upload, f"upload of {entry.path}", transient=getattr(self.store, "transient", is_transient_hdfs))
+        with_retries(
+            upload, f"upload of {entry.path}", transient=getattr(self.store, "transient", is_transient_hdfs)
+        )
 
     def discard_pending(self, run_key: str) -> bool:
         return self.store.delete(self.pending_path(run_key))
@@ -555,12 +563,17 @@ class Registry:
             if holder is BEING_WRITTEN:  # another run is creating it right now: read it again shortly
                 empty_since = empty_since or time.monotonic()
                 if time.monotonic() - empty_since > EMPTY_LOCK_GRACE:  # its writer died mid-create
-                    log.warning("Breaking the deployment lock of %s: empty for %.0f s", slug, EMPTY_LOCK_GRACE)
+                    log.warning(
+                        "Breaking the deployment lock of %s: empty for %.0f s", slug, EMPTY_LOCK_GRACE
+                    )
                     self._break_lock(path, holder)
                     empty_since = None
                     continue
                 if time.monotonic() >= deadline:
-                    raise RegistryError(f"{slug} is being deployed by another run (its lock is being taken); try again when it ends")
+                    raise RegistryError(
+                        f"{slug} is being deployed by another run (its lock is being taken); "
+                        "try again when it ends"
+                    )
                 time.sleep(min(poll, 0.5))
                 continue
             empty_since = None

@@ -51,9 +51,12 @@ class MLeapRuntimeHost:
     """The real MLeap runtime serving the spring-boot API on 127.0.0.1:`port`, its own process group."""
 
     def __init__(self, state_dir: Path, port: int = 0, cache_dir: Path | None = None, heap: str = "512m",
-                 load_delay: float = 0.0):
+                 load_delay: float = 0.0, stop_delay: float = 0.0):
         self.state_dir = Path(state_dir)
         self.load_delay = load_delay  # not MLeap's: a pause before each load, to reach a model while it loads
+        # how long an unloaded model's name stays taken (Akka stops its actor asynchronously): a POST of the
+        # same name in that window answers 400, as a real server's can right after a DELETE
+        self.stop_delay = stop_delay
         self.port = port or free_port()
         self.cache_dir = Path(cache_dir) if cache_dir else cache_root() / "mleap"
         self.heap = heap
@@ -85,6 +88,7 @@ class MLeapRuntimeHost:
         self.server.start(
             [java, f"-Xmx{self.heap}", "-XX:+UseSerialGC", f"-Djava.io.tmpdir={tmp}",
              f"-Dmleap.host.loadDelayMs={int(self.load_delay * 1000)}",
+             f"-Dmleap.host.stopDelayMs={int(self.stop_delay * 1000)}",
              "-cp", os.pathsep.join([str(classes), classpath]), MAIN, str(self.port)],
             cwd=self.state_dir,
         )

@@ -97,7 +97,9 @@ def search_until_seen(
         if not missing:
             return found
         if time.monotonic() >= deadline:
-            log.warning("Atlas's search does not show %s after %.0f s: going on without", sorted(missing), timeout)
+            log.warning(
+                "Atlas's search does not show %s after %.0f s: going on without", sorted(missing), timeout
+            )
             return found
         time.sleep(delay)
         delay = min(delay * 2, 1.0)

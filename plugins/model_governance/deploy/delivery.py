@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from model_governance.bundle import validate_mleap_bundle
 from model_governance.deploy.verify import require_zip_name
-from model_governance.exceptions import DeployError
+from model_governance.exceptions import ServingConfigError
 from model_governance.metadata import model_slug
 from model_governance.registry import Registry
 
@@ -41,7 +41,7 @@ def deliver(
     """
     require_zip_name(executable)
     if hook.delivery == "webhdfs":
-        raise DeployError(WEBHDFS_REFUSED.format(conn=hook.mleap_conn_id))
+        raise ServingConfigError(WEBHDFS_REFUSED.format(conn=hook.mleap_conn_id))
     relative = posixpath.join(slug, version, posixpath.basename(executable))
     local = hook.models_dir / relative
     registry.download(posixpath.join(version_path, executable), local, sha256)

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from model_governance.hooks.mleap import MLeapServingHook
 
 log = logging.getLogger(__name__)
+# a name just unloaded stays taken until the server's actor has stopped (asynchronously): POSTs answering
+# 400 are repeated for this long after an unload
+NAME_RELEASE = 5.0
 
 
 def deploy(
@@ -31,8 +34,8 @@ def deploy(
 ) -> dict[str, Any]:
     """Verify `uri` under a candidate name, then serve it as `name`; the deploy facts back."""
     candidate = f"{name}-candidate-{hashlib.sha256(run_key.encode()).hexdigest()[:8]}"
-    hook.unload_model(candidate)  # left over by an interrupted attempt of this run
-    hook.submit_model(candidate, uri)
+    left_over = hook.unload_model(candidate)  # left over by an interrupted attempt of this run
+    hook.submit_model(candidate, uri, name_release=NAME_RELEASE if left_over else 0.0)
     try:
         expected = output_names(
             spring_boot_facts(hook.url, candidate, hook.wait_loaded(candidate, load_timeout))
@@ -45,9 +48,9 @@ def deploy(
     previous_uri = previous.get("uri") if previous else None
     if previous_uri == uri:
         log.info("%r already serves %s: reloading it", name, uri)
-    hook.unload_model(name)  # the swap's unserved window starts here
+    unloaded = hook.unload_model(name)  # the swap's unserved window starts here
     try:
-        hook.submit_model(name, uri)
+        hook.submit_model(name, uri, name_release=NAME_RELEASE if unloaded else 0.0)
         facts = spring_boot_facts(hook.url, name, hook.wait_loaded(name, load_timeout))
         if sample:
             check_scoring(hook.transform_named(name, sample), sample, expected)
@@ -55,7 +58,7 @@ def deploy(
         log.error("The swap failed (%s): restoring %s", exc, previous_uri or "nothing")
         hook.unload_model(name)
         if previous_uri:
-            hook.submit_model(name, previous_uri)
+            hook.submit_model(name, previous_uri, name_release=NAME_RELEASE)
             hook.wait_loaded(name, load_timeout)
         raise
     return facts

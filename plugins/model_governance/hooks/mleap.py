@@ -28,7 +28,12 @@ from typing import Any, ClassVar
 import requests
 
 from model_governance.connections import MLEAP_CONN_ID
-from model_governance.exceptions import DeployError, ModelLoadError, ModelVerificationError
+from model_governance.exceptions import (
+    DeployError,
+    ModelLoadError,
+    ModelVerificationError,
+    ServingConfigError,
+)
 from model_governance.hooks._rest import RestHook, response_text
 
 APIS = ("legacy", "spring-boot")
@@ -74,7 +79,7 @@ class MLeapServingHook(RestHook):
     def host_port(self) -> str:
         conn = self.connection
         if not conn.host:
-            raise DeployError(f"connection {self.mleap_conn_id!r} has no host")
+            raise ServingConfigError(f"connection {self.mleap_conn_id!r} has no host")
         return f"{conn.host}:{conn.port}" if conn.port else str(conn.host)
 
     @property
@@ -90,7 +95,7 @@ class MLeapServingHook(RestHook):
     def models_dir(self) -> Path:
         folder = self.extras.get("models_dir")
         if not folder:
-            raise DeployError(
+            raise ServingConfigError(
                 f"connection {self.mleap_conn_id!r} has no extra models_dir: "
                 "the folder the serving host mounts "
                 f"as {self.models_mount}, where the deploy step puts the bundle"
@@ -110,7 +115,7 @@ class MLeapServingHook(RestHook):
     def _choice(self, key: str, default: str, allowed: tuple[str, ...]) -> str:
         value = str(self.extras.get(key, default))
         if value not in allowed:
-            raise DeployError(
+            raise ServingConfigError(
                 f"connection {self.mleap_conn_id!r}: extra {key} {value!r} "
                 f"must be one of {', '.join(allowed)}"
             )
@@ -123,7 +128,7 @@ class MLeapServingHook(RestHook):
         except (TypeError, ValueError):
             millis = -1
         if not 0 < millis <= NEVER_MS:
-            raise DeployError(
+            raise ServingConfigError(
                 f"connection {self.mleap_conn_id!r}: extra {key} {value!r} "
                 f"must be milliseconds between 1 and {NEVER_MS}"
             )
@@ -211,14 +216,23 @@ class MLeapServingHook(RestHook):
         self.request("DELETE", "/model")
 
     # -- the mleap-spring-boot API (named models, asynchronous load) ---------------------------------------
-    def submit_model(self, name: str, uri: str) -> None:
+    def submit_model(self, name: str, uri: str, name_release: float = 0.0, poll: float = 0.1) -> None:
         """`POST /models`: 202 means only that the load started; `wait_loaded` says whether it worked.
 
         :param name: the model's name on the server.
         :param uri: the bundle's URI as the server reads it (`file:/models/…`).
+        :param name_release: seconds to keep asking while the server answers 400, for a name unloaded just
+            before: the executor stops a model's actor asynchronously, and its name stays taken until the
+            stop is done (Akka's `InvalidActorNameException`, an empty 400).
+        :param poll: seconds between two asks.
         """
         body = {"modelName": name, "uri": uri, "config": self.model_config, "force": False}
-        response = self.request("POST", "/models", json=body)
+        deadline = time.monotonic() + name_release
+        while True:
+            response = self.request("POST", "/models", json=body)
+            if response.status_code != 400 or time.monotonic() >= deadline:
+                break
+            time.sleep(poll)
         if response.status_code != 202:
             raise ModelLoadError(
                 f"MLeap serving at {self.url} refused to load {uri} as {name!r}: {response.status_code} "
@@ -240,7 +254,10 @@ class MLeapServingHook(RestHook):
             if response.status_code == 200:
                 return response.json()
             if response.status_code == 404:
-                raise ModelLoadError(f"MLeap serving at {self.url} dropped model {name!r}: its load failed")
+                raise ModelLoadError(
+                    f"MLeap serving at {self.url} dropped model {name!r}: "
+                    "its load failed, or the server restarted"
+                )
             if response.status_code == 500 and response.content.strip():
                 raise ModelLoadError(
                     f"MLeap serving at {self.url} failed to load model {name!r}: {response_text(response)}"

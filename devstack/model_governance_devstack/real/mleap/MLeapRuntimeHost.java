@@ -65,6 +65,11 @@ public class MLeapRuntimeHost {
     static final String JSON = "application/json;charset=UTF-8";
     // Not MLeap's: a pause before each load (ms), so that tests can reach a model while it loads
     static final long LOAD_DELAY_MS = Long.getLong("mleap.host.loadDelayMs", 0L);
+    // Akka's context.stop is asynchronous: a stopped model's actor name stays taken until its parent has
+    // processed the termination, so a POST /models right after the DELETE can answer 400 (not unique).
+    // Usually well under a millisecond; the tests hold it longer (ms) to meet that 400 on every swap.
+    static final long STOP_DELAY_MS = Long.getLong("mleap.host.stopDelayMs", 0L);
+    static final Map<String, Long> STOPPING = new ConcurrentHashMap<>();  // name -> nanoTime its name frees
 
     /** One BundleActor (mleap-executor service/BundleActor.scala): the model, its load, its idle clock. */
     static final class Model {
@@ -165,6 +170,9 @@ public class MLeapRuntimeHost {
         Model model = new Model(name, uri, memoryTimeout, diskTimeout);
         // LocalTransformServiceActor.loadModel: context.actorOf(..., modelName) throws InvalidActorNameException
         // for a name already taken (loading or loaded) or not a valid actor name -> 400 empty
+        Long frees = STOPPING.get(name);
+        if (frees != null && System.nanoTime() - frees >= 0) STOPPING.remove(name, frees);
+        else if (frees != null) { empty(ex, 400); return; }  // the stopping actor still holds the name
         if (!validActorName(name) || MODELS.putIfAbsent(name, model) != null) { empty(ex, 400); return; }
         LOADS.execute(() -> {
             try {
@@ -190,6 +198,7 @@ public class MLeapRuntimeHost {
         if (!isJson(ex)) { empty(ex, 415); return; }  // @DeleteMapping(consumes = application/json)
         Model model = MODELS.remove(name);  // BundleActor.unloadModel: answers the model, then stops
         if (model == null) { empty(ex, 404); return; }
+        if (STOP_DELAY_MS > 0) STOPPING.put(name, System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(STOP_DELAY_MS));
         send(ex, 200, model.json(), JSON);
     }
 
