@@ -13,32 +13,11 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
+from model_governance_devstack.real import ServerProcess, free_port
+
 PG_BIN_ROOT = Path("/usr/lib/postgresql")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _stop_group(process: subprocess.Popen, sig: int, grace: float = 20.0) -> None:
-    try:
-        os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        return
-    try:
-        process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait()
 
 
 def postgres_bin() -> Path:
@@ -58,7 +37,7 @@ class PostgresServer:
     def __init__(self) -> None:
         self.port = free_port()
         self.folder = Path(tempfile.mkdtemp(prefix="mg-postgres-"))
-        self.process: subprocess.Popen | None = None
+        self.server = ServerProcess("postgres", self.folder / "postgres.log")
         self.as_user: list[str] = []
         if os.geteuid() == 0:  # PostgreSQL will not run as root
             self.as_user = ["runuser", "-u", "postgres", "--"]
@@ -75,25 +54,20 @@ class PostgresServer:
             [*self.as_user, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8"],
             check=True, capture_output=True,
         )
-        log = (self.folder / "postgres.log").open("ab")
-        self.process = subprocess.Popen(
+        self.server.start(
             [*self.as_user, str(bin_dir / "postgres"), "-D", str(data), "-p", str(self.port),
              "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.folder}",
              "-c", "fsync=off", "-c", "max_connections=200"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"postgres exited: {(self.folder / 'postgres.log').read_text()[-2000:]}")
-            ready = subprocess.run(
-                [str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)], capture_output=True
+        ready = [str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)]
+        try:
+            self.server.wait_until(
+                lambda: subprocess.run(ready, capture_output=True).returncode == 0, 60, "accepted connections", 0.2
             )
-            if ready.returncode == 0:
-                return self
-            time.sleep(0.2)
-        self.stop()
-        raise TimeoutError("postgres did not accept connections in 60 s")
+        except BaseException:
+            self.stop()
+            raise
+        return self
 
     def psql(self, sql: str) -> None:
         subprocess.run(
@@ -103,9 +77,7 @@ class PostgresServer:
         )
 
     def stop(self) -> None:
-        if self.process is not None:
-            _stop_group(self.process, signal.SIGINT)  # SIGINT: PostgreSQL's fast shutdown
-            self.process = None
+        self.server.stop(sig=signal.SIGINT)  # SIGINT: PostgreSQL's fast shutdown
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -115,7 +87,7 @@ class RedisServer:
     def __init__(self) -> None:
         self.port = free_port()
         self.folder = Path(tempfile.mkdtemp(prefix="mg-redis-"))
-        self.process: subprocess.Popen | None = None
+        self.server = ServerProcess("redis", self.folder / "redis.log")
 
     @property
     def url(self) -> str:
@@ -125,29 +97,22 @@ class RedisServer:
         server = shutil.which("redis-server") or "/usr/bin/redis-server"
         if not Path(server).exists():
             raise RuntimeError("redis-server not found: install Debian's `redis-server`")
-        log = (self.folder / "redis.log").open("ab")
-        self.process = subprocess.Popen(
+        self.server.start(
             [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--daemonize", "no", "--dir", str(self.folder)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"redis exited: {(self.folder / 'redis.log').read_text()[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise TimeoutError("redis did not answer PING in 30 s")
+        try:
+            self.server.wait_until(self._pong, 30, "an answer to PING", 0.1)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _pong(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
 
     def stop(self) -> None:
-        if self.process is not None:
-            _stop_group(self.process, signal.SIGTERM)
-            self.process = None
+        self.server.stop()
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -7,6 +7,7 @@ repository. Each server runs in its own process group and is stopped by group, s
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -50,27 +51,39 @@ def java_home(java: str) -> Path:
 
 def maven_classpath(pom: Path, cache: Path, timeout: float = 1800) -> str:
     """`mvn dependency:build-classpath` of `pom` into `cache/m2`, once: a stamp keyed by the pom's sha256
-    makes later calls instant, and every jar is checked to still be there."""
-    require("java", "openjdk-17-jdk-headless")
+    makes later calls instant, and every jar is checked to still be there. A lock file lets parallel test
+    processes share one resolution."""
+    java = require("java", "openjdk-17-jdk-headless")
     mvn = require("mvn", "maven")
     digest = hashlib.sha256(pom.read_bytes()).hexdigest()[:16]
     cache.mkdir(parents=True, exist_ok=True)
     stamp = cache / f"classpath-{digest}.txt"
-    if stamp.exists():
-        classpath = stamp.read_text().strip()
-        if all(Path(jar).exists() for jar in classpath.split(os.pathsep) if jar):
+
+    def cached() -> str | None:
+        if stamp.exists():
+            classpath = stamp.read_text().strip()
+            if classpath and all(Path(jar).exists() for jar in classpath.split(os.pathsep) if jar):
+                return classpath
+        return None
+
+    if (classpath := cached()) is not None:
+        return classpath
+    with open(cache / ".resolve.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may have resolved it while we waited
+        if (classpath := cached()) is not None:
             return classpath
-    output = cache / f"classpath-{digest}.tmp"
-    proc = subprocess.run(
-        [mvn, "-q", "-B", "-Dstyle.color=never", "-f", str(pom), f"-Dmaven.repo.local={cache / 'm2'}",
-         "dependency:build-classpath", f"-Dmdep.outputFile={output}"],
-        capture_output=True, text=True, timeout=timeout,
-    )
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
-        raise RuntimeError(f"Maven could not resolve {pom} (exit {proc.returncode}):\n{tail}")
-    output.replace(stamp)
-    return stamp.read_text().strip()
+        output = cache / f"classpath-{digest}.tmp"
+        proc = subprocess.run(
+            [mvn, "-q", "-B", "-Dstyle.color=never", "-f", str(pom), f"-Dmaven.repo.local={cache / 'm2'}",
+             "dependency:build-classpath", f"-Dmdep.outputFile={output}"],
+            capture_output=True, text=True, timeout=timeout,
+            env={**os.environ, "JAVA_HOME": os.environ.get("JAVA_HOME", str(java_home(java)))},
+        )
+        if proc.returncode != 0 or not output.is_file():
+            tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
+            raise RuntimeError(f"Maven could not resolve {pom} (exit {proc.returncode}):\n{tail}")
+        output.replace(stamp)
+        return stamp.read_text().strip()
 
 
 class ServerProcess:
@@ -85,6 +98,8 @@ class ServerProcess:
         self, argv: Sequence[str], env: dict[str, str] | None = None, cwd: Path | None = None,
         stdin: int | None = subprocess.DEVNULL,
     ) -> subprocess.Popen[bytes]:
+        if self.running:  # a second start would orphan the first server's process group
+            raise RuntimeError(f"{self.name} is already running")
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import atexit
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -31,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from model_governance_devstack.real import cache_root
+from model_governance_devstack.real import cache_root, maven_classpath, require
 
 HERE = Path(__file__).resolve().parent / "hdfs"
 DEFAULT_POM = HERE / "pom.xml"
@@ -40,57 +39,9 @@ DEFAULT_CACHE = cache_root() / "hdfs"
 DEFAULT_JVM_OPTS = ("-Xmx512m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
 
 
-def _require(tool: str, package: str) -> str:
-    path = shutil.which(tool)
-    if not path:
-        raise RuntimeError(f"`{tool}` is not on PATH: install the Debian package {package} "
-                           f"(apt-get install -y {package})")
-    return path
-
-
 def prepare(cache_dir: Path | None = None, pom: Path = DEFAULT_POM) -> str:
-    """The classpath (a `:`-joined string) of the pom's dependencies, resolved with Maven into `cache_dir`.
-
-    The local repository is `cache_dir/m2` (nothing lands in ~/.m2). A stamp holding the POM's hash makes a
-    second call instant; a missing jar triggers a new resolution. Safe to call from parallel processes.
-    """
-    java = _require("java", "openjdk-17-jdk-headless")
-    mvn = _require("mvn", "maven")
-    cache_dir = Path(cache_dir or DEFAULT_CACHE)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    pom = Path(pom)
-    digest = hashlib.sha256(pom.read_bytes()).hexdigest()
-    stamp, cp_file = cache_dir / "classpath.stamp", cache_dir / "classpath.txt"
-
-    def cached() -> str | None:
-        if stamp.is_file() and cp_file.is_file() and stamp.read_text().strip() == digest:
-            cp = cp_file.read_text().strip()
-            if cp and all(Path(p).is_file() for p in cp.split(os.pathsep)):
-                return cp
-        return None
-
-    if (cp := cached()) is not None:
-        return cp
-    with open(cache_dir / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (cp := cached()) is not None:
-            return cp
-        work = cache_dir / "pom"
-        work.mkdir(exist_ok=True)
-        shutil.copyfile(pom, work / "pom.xml")
-        cmd = [mvn, "-q", "-B", f"-Dmaven.repo.local={cache_dir / 'm2'}", "-f", str(work / "pom.xml"),
-               "dependency:build-classpath", f"-Dmdep.outputFile={cp_file}"]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800,
-                              env={**os.environ, "JAVA_HOME": os.environ.get("JAVA_HOME", _java_home(java))})
-        if proc.returncode != 0 or not cp_file.is_file():
-            raise RuntimeError(f"maven could not resolve {pom} (exit {proc.returncode}):\n"
-                               f"{(proc.stdout + proc.stderr)[-4000:]}")
-        stamp.write_text(digest + "\n")
-        return cp_file.read_text().strip()
-
-
-def _java_home(java: str) -> str:
-    return str(Path(os.path.realpath(java)).parent.parent)
+    """The classpath of the pom's dependencies, resolved with Maven into `cache_dir` once."""
+    return maven_classpath(Path(pom), Path(cache_dir or DEFAULT_CACHE))
 
 
 def _free_port(hosts: tuple[str, ...], avoid: set[int]) -> int:
@@ -172,7 +123,7 @@ class RealHDFS:
         return rpc, http
 
     def _start_once(self, classpath: str, timeout: float) -> "RealHDFS":
-        java = _require("java", "openjdk-17-jdk-headless")
+        java = require("java", "openjdk-17-jdk-headless")
         rpc, http = self._ports()
         base = self.state_dir / "dfs"
         shutil.rmtree(base, ignore_errors=True)   # MiniDFSCluster formats anyway

@@ -110,7 +110,7 @@ class MLeapRuntimeHost:
         self.server.kill()
 
     def __enter__(self) -> "MLeapRuntimeHost":
-        return self.start()
+        return self if self.server.running else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
