@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from model_governance.exceptions import MetadataError
+from model_governance.validation import Validation
 
 METADATA_FILE = "modelMetadata.txt"
 MAX_METADATA_BYTES = 64 * 1024  # a metadata file is a dozen lines; anything this big is a mistake
@@ -303,6 +304,16 @@ class DeployFacts:
 
 
 @dataclass(frozen=True)
+class ApprovalInfo:
+    """Who let the deployment go ahead: the approver of the run's approval step, or why none was asked."""
+
+    by: str  # the approver's Airflow user name; "" when approval was not required
+    at: str  # ISO-8601 UTC
+    comment: str = ""  # the approver's comment, or why no approval was required
+    required: bool = True
+
+
+@dataclass(frozen=True)
 class DeploymentDocument:
     """The aggregated metadata of one deployment run, built up step by step."""
 
@@ -315,6 +326,11 @@ class DeploymentDocument:
     registry: RegistryInfo | None = None
     deploy: DeployFacts | None = None
     run_key: str = ""  # the run id, plus the map index in a mapped task group: its pending upload and lock
+    requested_by: str = ""  # the Airflow user who triggered the run, or "scheduler"
+    approval: ApprovalInfo | None = None
+    validation: Validation | None = None  # the owner's recorded validation, when modelMetadata.txt has one
+    rollback_of: str = ""  # a rollback: the qualifiedName of the deployment it replaces
+    reason: str = ""  # a rollback's reason
 
     def __post_init__(self) -> None:
         if not self.run_key:  # a document of a run that is not mapped: its key is its run id
@@ -359,4 +375,9 @@ class DeploymentDocument:
             registry=RegistryInfo(**data["registry"]) if data.get("registry") else None,
             deploy=DeployFacts(**data["deploy"]) if data.get("deploy") else None,
             run_key=data.get("run_key", ""),
+            requested_by=data.get("requested_by", ""),
+            approval=ApprovalInfo(**data["approval"]) if data.get("approval") else None,
+            validation=Validation(**data["validation"]) if data.get("validation") else None,
+            rollback_of=data.get("rollback_of", ""),
+            reason=data.get("reason", ""),
         )

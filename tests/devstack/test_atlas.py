@@ -477,14 +477,14 @@ def test_hook_ensure_model_type_creates_then_upgrades(api, hook):
 
 
 def test_hook_upgrades_an_older_model_type(api, hook):
-    from model_governance.atlas.schema import ensure_model_type
+    from model_governance.atlas.schema import TYPE_VERSION, ensure_model_type
 
     older = seed_typedef()["entityDefs"][0]
     older["attributeDefs"] = [a for a in older["attributeDefs"] if a["name"] not in ("qualifiedName", "name", "inputs", "outputs")]
     api.post("/types/typedefs", json={"entityDefs": [older]}).raise_for_status()
     assert ensure_model_type(hook) == "upgraded"
     model = api.get("/types/typedef/name/model").json()
-    assert model["version"] == 2 and model["typeVersion"] == "2.0"
+    assert model["version"] == 2 and model["typeVersion"] == TYPE_VERSION
     assert all(a["isOptional"] for a in model["attributeDefs"] if a["name"] == "deployStatus")
     assert ensure_model_type(hook) == "current"
 

@@ -112,14 +112,14 @@ def created(body: dict, qualified_name: str) -> str:
 
 # -- types ----------------------------------------------------------------------------------------------------
 def test_typedef_create_get_update_and_refusals(pair):
-    from model_governance.atlas.schema import artifacts_relationshipdef, model_typedef
+    from model_governance.atlas.schema import TYPE_VERSION, artifacts_relationshipdef, model_typedef
 
     pair.call("GET", "/types/typedef/name/fs_path")
     pair.call("GET", "/types/typedef/name/no_such_type", status=404)
     pair.call("POST", "/types/typedefs", json={"entityDefs": [model_typedef()], "relationshipDefs": [artifacts_relationshipdef()]})
     pair.call("POST", "/types/typedefs", status=409, json={"entityDefs": [model_typedef()]})
     stand_in, real = pair.call("GET", "/types/typedef/name/model")
-    assert stand_in["typeVersion"] == real["typeVersion"] == "2.0" and stand_in["superTypes"] == real["superTypes"] == ["Process"]
+    assert stand_in["typeVersion"] == real["typeVersion"] == TYPE_VERSION and stand_in["superTypes"] == real["superTypes"] == ["Process"]
     assert {a["name"] for a in stand_in["relationshipAttributeDefs"]} == {a["name"] for a in real["relationshipAttributeDefs"]}
     pair.call("GET", "/types/typedefs", params={"name": "model"})
     pair.call("GET", "/types/typedef/name/model_artifacts")
@@ -169,7 +169,7 @@ def test_the_product_ensures_its_type_on_both(pair, monkeypatch):
 
 # -- entities -------------------------------------------------------------------------------------------------
 def test_upsert_read_relationships_lineage_and_audit(pair):
-    from model_governance.atlas.schema import artifacts_relationshipdef, model_typedef
+    from model_governance.atlas.schema import TYPE_VERSION, artifacts_relationshipdef, model_typedef
 
     pair.call("POST", "/types/typedefs", json={"entityDefs": [model_typedef()], "relationshipDefs": [artifacts_relationshipdef()]})
     files = [hdfs_path("/r/m"), hdfs_path("/r/m/README.md", isFile=True, fileSize=12), hdfs_path("/in"), hdfs_path("/out")]

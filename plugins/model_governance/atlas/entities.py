@@ -117,6 +117,7 @@ def model_entity(
         s.DEPLOY_TARGET: deploy_target,
         s.ARTIFACT_CHECKSUMS: {f"{doc.registry.path}/{e.path}": e.sha256 for e in doc.manifest},
     }
+    attributes.update(lifecycle_attributes(doc))
     if deploy.inputs or deploy.outputs:  # batch scoring: lineage input -> model -> output
         attributes[s.INPUTS] = [dataset_reference(location, cluster_name)[0] for location in deploy.inputs]
         attributes[s.OUTPUTS] = [dataset_reference(location, cluster_name)[0] for location in deploy.outputs]
@@ -124,3 +125,28 @@ def model_entity(
     if artifacts:
         entity["relationshipAttributes"] = {s.ARTIFACTS: [reference(a) for a in artifacts]}
     return entity
+
+
+def lifecycle_attributes(doc: DeploymentDocument) -> dict[str, Any]:
+    """Who asked, who approved, what it rolled back, the owner's validation: only what the run recorded."""
+    attributes: dict[str, Any] = {}
+    if doc.requested_by:
+        attributes[s.REQUESTED_BY] = doc.requested_by
+    if doc.approval is not None:
+        approval = doc.approval
+        attributes[s.APPROVED_BY] = approval.by if approval.required else "not required"
+        attributes[s.APPROVED_AT] = int(datetime.fromisoformat(approval.at).timestamp() * 1000)
+        if approval.comment:
+            attributes[s.APPROVAL_COMMENT] = approval.comment
+    if doc.rollback_of:
+        attributes[s.ROLLBACK_OF] = doc.rollback_of
+    if doc.reason:
+        attributes[s.DEPLOY_REASON] = doc.reason
+    if doc.validation is not None:
+        validation = doc.validation
+        attributes[s.VALIDATION_STATUS] = validation.status
+        attributes[s.VALIDATED_BY] = validation.by
+        attributes[s.VALID_UNTIL] = validation.valid_until
+        if validation.risk_tier:
+            attributes[s.RISK_TIER] = validation.risk_tier
+    return attributes

@@ -172,12 +172,15 @@ def current_deployment(hook: AtlasHook, target: str) -> DeploymentRecord | None:
     return DeploymentRecord.from_row(found[0]) if found else None
 
 
-def supersede(hook: AtlasHook, target: str, current: str) -> list[str]:
+def supersede(hook: AtlasHook, target: str, current: str, ended_at: int | None = None) -> list[str]:
     """Mark every other deployment still `deployed` at target superseded by current; their qualifiedNames.
+    `ended_at` (epoch millis, default now) is when they stopped serving: current's deployment time.
 
     Current was written just before: once the search shows it, it shows every deployment written earlier.
     """
     serving = [(s.DEPLOY_TARGET, "=", target), (s.DEPLOY_STATUS, "=", s.DEPLOYED)]
+    if ended_at is None:
+        ended_at = int(time.time() * 1000)
     replaced = []
     for header in search_until_seen(hook, serving, {current}):
         qualified_name = header["attributes"][s.QUALIFIED_NAME]
@@ -188,7 +191,12 @@ def supersede(hook: AtlasHook, target: str, current: str) -> list[str]:
         entity = hook.get_entity_by_guid(header["guid"])["entity"]
         if entity.get("status") != "ACTIVE" or entity["attributes"].get(s.DEPLOY_STATUS) != s.DEPLOYED:
             continue
-        attributes = {**entity["attributes"], s.DEPLOY_STATUS: s.SUPERSEDED, s.SUPERSEDED_BY: current}
+        attributes = {
+            **entity["attributes"],
+            s.DEPLOY_STATUS: s.SUPERSEDED,
+            s.SUPERSEDED_BY: current,
+            s.ENDED_AT: ended_at,
+        }
         hook.upsert_entities([{"typeName": s.MODEL_TYPE, "attributes": attributes}])
         replaced.append(qualified_name)
     if replaced:  # done once `trace` and `deployments` can see it

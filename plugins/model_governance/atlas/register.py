@@ -4,6 +4,7 @@ deployment's entity created or updated by its qualifiedName, and what it replace
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from model_governance.atlas.entities import artifact_entities, dataset_reference, model_entity
@@ -40,7 +41,8 @@ def register_deployment(hook: AtlasHook, doc: DeploymentDocument) -> dict[str, A
     if stored is None:
         raise AtlasError(f"Atlas accepted the entity {doc.qualified_name!r} but does not return it")
     guid = stored["entity"]["guid"]
-    for previous in supersede(hook, doc.deploy.target, doc.qualified_name):
+    deployed_at = int(datetime.fromisoformat(doc.deploy.deployed_at).timestamp() * 1000)
+    for previous in supersede(hook, doc.deploy.target, doc.qualified_name, ended_at=deployed_at):
         log.info("Marked %s superseded at %s", previous, doc.deploy.target)
     url = hook.entity_url(guid)
     log.info("Atlas entity %s (%s): %s", doc.qualified_name, guid, url)

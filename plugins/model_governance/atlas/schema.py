@@ -20,12 +20,12 @@ log = logging.getLogger(__name__)
 
 # -- type names -----------------------------------------------------------------------------------------
 MODEL_TYPE = "model"
-TYPE_VERSION = "2.0"
+TYPE_VERSION = "3.0"
 ARTIFACTS_RELATIONSHIP = "model_artifacts"
 HDFS_PATH, FS_PATH, HIVE_TABLE, PROCESS = "hdfs_path", "fs_path", "hive_table", "Process"
-DEPLOYED, SUPERSEDED = "deployed", "superseded"
-# reserved for retiring a deployment (issue 15): nothing sets it yet, so the CLI does not offer it
-RETIRED = "retired"
+# deployStatus: serving now, or how a deployment ended (replaced by another, by a rollback, or retired)
+DEPLOYED, SUPERSEDED, ROLLED_BACK, RETIRED = "deployed", "superseded", "rolled_back", "retired"
+ENDED_STATUSES = (SUPERSEDED, ROLLED_BACK, RETIRED)
 
 # -- attributes `model` inherits (Referenceable, Asset, Process) ------------------------------------------
 QUALIFIED_NAME, NAME, DESCRIPTION, OWNER = "qualifiedName", "name", "description", "owner"
@@ -62,7 +62,7 @@ SEED_ATTRIBUTES = (
 )
 
 # -- added after the seed: optional, so that an existing `model` type takes them with a plain update ------
-DEPLOY_STATUS = "deployStatus"  # deployed | superseded (| retired, once retire exists)
+DEPLOY_STATUS = "deployStatus"  # deployed | superseded | rolled_back | retired
 DEPLOY_TIME = "deployTime"  # deploy.datetime as a date, for time-range searches
 HOST_TYPE = "hostType"
 ENDPOINT_URL = "endpointUrl"  # the scoring URL: legacy /transform, spring-boot /models/<name>/transform
@@ -80,6 +80,21 @@ DAG_RUN_ID = "dagRunId"
 DEPLOY_TARGET = "deployTarget"  # what one deployment replaces: the serving host (legacy) or host + model name
 SUPERSEDED_BY = "supersededBy"  # qualifiedName of the deployment that replaced this one at its target
 ARTIFACT_CHECKSUMS = "artifactChecksums"  # registry path -> sha256, for every archived file
+# the lifecycle (type version 3.0): who asked and who approved, how a deployment ended, its validation
+REQUESTED_BY = "requestedBy"  # the Airflow user who triggered the run, or "scheduler"
+APPROVED_BY = "approvedBy"  # the approver's user name, or "not required: <why>" when approval was skipped
+APPROVED_AT = "approvedAt"
+APPROVAL_COMMENT = "approvalComment"
+ROLLBACK_OF = "rollbackOf"  # qualifiedName of the deployment a rollback replaced
+DEPLOY_REASON = "deployReason"  # the reason given for a rollback
+ENDED_AT = "endedAt"  # when it stopped serving: superseded, rolled back or retired
+ENDED_BY = "endedBy"  # the user who rolled it back or retired it, or the run that superseded it
+END_REASON = "endReason"
+VALIDATION_STATUS = "validationStatus"  # model.validation.status, when the owner recorded a validation
+VALIDATED_BY = "validatedBy"
+VALID_UNTIL = "validUntil"  # ISO date
+RISK_TIER = "riskTier"
+EVENT_LOG_HEAD = "eventLogHead"  # sha256 of the model's event-log line that recorded this deployment
 ADDED_ATTRIBUTES: tuple[tuple[str, str], ...] = (
     (DEPLOY_STATUS, "string"),
     (DEPLOY_TIME, "date"),
@@ -99,6 +114,20 @@ ADDED_ATTRIBUTES: tuple[tuple[str, str], ...] = (
     (DEPLOY_TARGET, "string"),
     (SUPERSEDED_BY, "string"),
     (ARTIFACT_CHECKSUMS, "map<string,string>"),
+    (REQUESTED_BY, "string"),
+    (APPROVED_BY, "string"),
+    (APPROVED_AT, "date"),
+    (APPROVAL_COMMENT, "string"),
+    (ROLLBACK_OF, "string"),
+    (DEPLOY_REASON, "string"),
+    (ENDED_AT, "date"),
+    (ENDED_BY, "string"),
+    (END_REASON, "string"),
+    (VALIDATION_STATUS, "string"),
+    (VALIDATED_BY, "string"),
+    (VALID_UNTIL, "string"),
+    (RISK_TIER, "string"),
+    (EVENT_LOG_HEAD, "string"),
 )
 # what searches ask Atlas to return: every attribute of a deployment
 RETURNED_ATTRIBUTES = [
