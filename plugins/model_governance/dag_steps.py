@@ -108,7 +108,11 @@ def deployment_steps(
     )
     first, last = deploy(publish.output)
     register = AtlasCreateModelEntityOperator(
-        task_id="register_in_atlas", document=last.output, atlas_conn_id=atlas_conn_id
+        task_id="register_in_atlas",
+        document=last.output,
+        atlas_conn_id=atlas_conn_id,
+        registry_root=registry_root,  # the `deployed` event, written while the run holds the model's lock
+        webhdfs_conn_id=webhdfs_conn_id,
     )
     # Drops the pending upload and releases the model's deployment lock after every step, whichever failed
     # (ALL_DONE: a lock taken by a fetch that then failed is released too). As a teardown it does not turn

@@ -452,6 +452,11 @@ class Registry:
             ) from None
         return record
 
+    def published_by(self, doc: DeploymentDocument) -> str | None:
+        """The run id that published the document's version, from its manifest; None if not published."""
+        record = self.published_record(doc.model.slug, doc.model.version)
+        return None if record is None else (record.get("published_by") or {}).get("run_id")
+
     def check_owner(self, model: ModelMetadata) -> None:
         """The version's folder must belong to this very model: a different name never shares it."""
         record = self.published_record(model.slug, model.version)
@@ -812,6 +817,19 @@ class Registry:
         """A small file (a manifest, a sample request) whole."""
         with self.store.open_chunks(path) as chunks:
             return b"".join(chunks)
+
+    def read_optional(self, path: str) -> bytes | None:
+        """A small file whole, or None when there is none: one request, no status call before it."""
+        from hdfs.util import HdfsError
+
+        try:
+            return self.read_bytes(path)
+        except FileNotFoundError:
+            return None
+        except HdfsError as exc:
+            if getattr(exc, "exception", None) == "FileNotFoundException":
+                return None
+            raise
 
     # -- deploy: bring an artifact to where the server reads it ------------------------------------------
     def download(self, path: str, local: Path, sha256: str) -> None:

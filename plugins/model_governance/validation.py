@@ -8,6 +8,7 @@ as before, with a warning that its validation is not recorded.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -20,6 +21,7 @@ VALID_UNTIL_KEY = "model.validation.valid.until"
 RISK_TIER_KEY = "model.risk.tier"
 KEYS = (STATUS_KEY, BY_KEY, VALID_UNTIL_KEY, RISK_TIER_KEY)
 APPROVED = "approved"
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,9 @@ def check_validation(props: Mapping[str, str], source: str, today: date) -> Vali
     given = {key: props[key].strip() for key in KEYS if key in props}
     if not given:
         return None
+    for key, value in given.items():  # shown in logs and the CLI's tables: one line each
+        if _CONTROL_RE.search(value):
+            raise MetadataError(f"{source}: {key} {value!r} holds a line break or control character")
     required = (STATUS_KEY, BY_KEY, VALID_UNTIL_KEY)
     missing = [key for key in required if not given.get(key)]
     if missing:

@@ -78,8 +78,10 @@ def model_entity(
     artifacts: list[dict[str, Any]] | None = None,
     status: str = s.DEPLOYED,
     cluster_name: str = "primary",
+    event_log_head: str | None = None,
 ) -> dict[str, Any]:
-    """The `model` entity for a deployed, archived model: every attribute from the deployment document."""
+    """The `model` entity for a deployed, archived model: every attribute from the deployment document,
+    and the sha256 of the event-log line that recorded the deployment, when one was written."""
     if doc.deploy is None or doc.registry is None:
         raise ValueError("a model entity needs a deployment that is archived and serving")
     model, deploy = doc.model, doc.deploy
@@ -118,6 +120,8 @@ def model_entity(
         s.ARTIFACT_CHECKSUMS: {f"{doc.registry.path}/{e.path}": e.sha256 for e in doc.manifest},
     }
     attributes.update(lifecycle_attributes(doc))
+    if event_log_head:
+        attributes[s.EVENT_LOG_HEAD] = event_log_head
     if deploy.inputs or deploy.outputs:  # batch scoring: lineage input -> model -> output
         attributes[s.INPUTS] = [dataset_reference(location, cluster_name)[0] for location in deploy.inputs]
         attributes[s.OUTPUTS] = [dataset_reference(location, cluster_name)[0] for location in deploy.outputs]

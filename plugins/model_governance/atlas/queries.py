@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -272,3 +273,166 @@ def trace(hook: AtlasHook, ref: str) -> Trace:
     superseded = [{"guid": e["guid"], **e.get("attributes", {})} for e in answer.get("entities") or []]
     deployment = {"guid": entity["guid"], "status": entity.get("status"), **attributes}
     return Trace(deployment, artifacts, superseded)
+
+
+# -- what served when: a target's deployments in time order ----------------------------------------------
+HISTORY_PAGE = 100  # entities per search call; the CLI holds one page at a time
+HISTORY_ATTRIBUTES = [
+    s.QUALIFIED_NAME,
+    s.MODEL_NAME,
+    s.MODEL_VERSION,
+    s.DEPLOY_TARGET,
+    s.ENDPOINT_URL,
+    s.DEPLOY_TIME,
+    s.ENDED_AT,
+    s.DEPLOY_STATUS,
+    s.REQUESTED_BY,
+    s.APPROVED_BY,
+    s.APPROVED_AT,
+    s.ENDED_BY,
+    s.END_REASON,
+    s.ROLLBACK_OF,
+    s.DEPLOY_REASON,
+    s.SUPERSEDED_BY,
+    s.SERIALIZED_OBJECT_SHA256,
+    s.DAG_RUN_ID,
+]
+# how a deployment's period ended, as people say it
+ENDINGS = {
+    s.DEPLOYED: "serving",
+    s.SUPERSEDED: "superseded",
+    s.ROLLED_BACK: "rolled back",
+    s.RETIRED: "retired",
+}
+
+
+def iso_millis(value: Any) -> str | None:
+    """Atlas's epoch milliseconds (a `date` attribute) as ISO-8601 UTC to the second; None when unset."""
+    if value in (None, "", 0):
+        return None
+    return datetime.fromtimestamp(int(value) / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def target_criterion(target: str) -> tuple[str, str, str]:
+    """A target as users give it: the `deployTarget` (host:port, or host:port/models/<name>), or the
+    scoring URL predictions are asked for (`endpointUrl`, one per target)."""
+    if target.startswith(("http://", "https://")):
+        return (s.ENDPOINT_URL, "=", target)
+    return (s.DEPLOY_TARGET, "=", target)
+
+
+def history_row(header: dict[str, Any]) -> dict[str, Any]:
+    """One deployment's period at its target, from a search hit (attributes `HISTORY_ATTRIBUTES`)."""
+    a = header.get("attributes") or {}
+    status = a.get(s.DEPLOY_STATUS) or s.DEPLOYED
+    return {
+        "guid": header.get("guid"),
+        "qualifiedName": a.get(s.QUALIFIED_NAME),
+        "model": a.get(s.MODEL_NAME),
+        "version": a.get(s.MODEL_VERSION),
+        "target": a.get(s.DEPLOY_TARGET),
+        "from": iso_millis(a.get(s.DEPLOY_TIME)),
+        "to": iso_millis(a.get(s.ENDED_AT)),
+        "status": status,
+        "ended": ENDINGS.get(status, status),
+        "requestedBy": a.get(s.REQUESTED_BY),
+        "approvedBy": a.get(s.APPROVED_BY),
+        "endedBy": a.get(s.ENDED_BY),
+        "endReason": a.get(s.END_REASON),
+        "rollbackOf": a.get(s.ROLLBACK_OF),
+        "deployReason": a.get(s.DEPLOY_REASON),
+        "supersededBy": a.get(s.SUPERSEDED_BY),
+        "serializedObjectSha256": a.get(s.SERIALIZED_OBJECT_SHA256),
+        "dagRunId": a.get(s.DAG_RUN_ID),
+    }
+
+
+def history(hook: AtlasHook, target: str, page: int = HISTORY_PAGE) -> Iterator[dict[str, Any]]:
+    """Every deployment at a target, oldest first, one search page at a time (memory stays flat however
+    many there are). A superseded deployment registered before `endedAt` existed ends when the next one
+    starts: one row is held back to say so."""
+    if page < 1:
+        raise ValueError(f"page must be 1 or more, not {page}")
+    held: dict[str, Any] | None = None
+    offset = 0
+    while True:
+        body = search_body([target_criterion(target)], limit=page, offset=offset, attributes=False)
+        body.update(sortOrder="ASCENDING", attributes=HISTORY_ATTRIBUTES)
+        try:
+            entities = hook.search_basic(body).get("entities") or []
+        except AtlasError as exc:
+            if exc.error_code != UNKNOWN_TYPENAME:  # no `model` type yet: nothing was ever deployed
+                raise
+            entities = []
+        for header in entities:
+            row = history_row(header)
+            if held is not None:
+                if held["to"] is None and held["status"] != s.DEPLOYED:
+                    held["to"] = row["from"]
+                yield held
+            held = row
+        if len(entities) < page:
+            break
+        offset += page
+    if held is not None:
+        yield held
+
+
+def serving_at(hook: AtlasHook, target: str, at: str) -> str:
+    """The guid of the deployment that served at target at the moment `at` (ISO-8601, UTC when no zone):
+    the last one that started at or before it, unless it had ended by then. A period includes its start,
+    not its end: at the moment of a switch, the new deployment serves."""
+    moment = epoch_millis(at)
+    shown = iso_millis(moment)
+    criteria = [target_criterion(target), (s.DEPLOY_TIME, "<=", str(moment))]
+    try:
+        hits = hook.search_basic(
+            search_body(criteria, limit=1, attributes=False) | {"attributes": HISTORY_ATTRIBUTES}
+        )
+    except AtlasError as exc:
+        if exc.error_code != UNKNOWN_TYPENAME:
+            raise
+        hits = {}
+    found = hits.get("entities") or []
+    if not found:
+        first = next(history(hook, target, page=1), None)
+        if first is None:
+            raise AtlasError(
+                f"no deployment at {target} is registered in Atlas (a target is host:port, "
+                "host:port/models/<name>, or the scoring URL)"
+            )
+        raise AtlasError(
+            f"nothing served at {target} at {shown}: the first deployment there, {first['qualifiedName']}, "
+            f"started at {first['from']}"
+        )
+    row = history_row(found[0])
+    ended = found[0].get("attributes", {}).get(s.ENDED_AT)
+    if row["status"] != s.DEPLOYED and ended not in (None, "", 0) and int(ended) <= moment:
+        raise AtlasError(
+            f"nothing served at {target} at {shown}: {row['qualifiedName']} had ended at {row['to']} "
+            f"({row['ended']}), and no deployment there started between then and {shown}"
+        )
+    return str(row["guid"])
+
+
+def latest_event_log_head(hook: AtlasHook, model_name: str) -> tuple[str, str] | None:
+    """The newest deployment of a model that records an event-log line: (qualifiedName, eventLogHead)."""
+    offset = 0
+    while True:
+        body = search_body(
+            [(s.MODEL_NAME, "=", model_name)], limit=HISTORY_PAGE, offset=offset, attributes=False
+        )
+        body["attributes"] = [s.QUALIFIED_NAME, s.DEPLOY_TIME, s.EVENT_LOG_HEAD]
+        try:
+            entities = hook.search_basic(body).get("entities") or []
+        except AtlasError as exc:
+            if exc.error_code != UNKNOWN_TYPENAME:
+                raise
+            return None
+        for header in entities:
+            attributes = header.get("attributes") or {}
+            if attributes.get(s.EVENT_LOG_HEAD):
+                return attributes[s.QUALIFIED_NAME], attributes[s.EVENT_LOG_HEAD]
+        if len(entities) < HISTORY_PAGE:
+            return None
+        offset += HISTORY_PAGE

@@ -4,6 +4,7 @@ deployment's entity created or updated by its qualifiedName, and what it replace
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +20,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def register_deployment(hook: AtlasHook, doc: DeploymentDocument) -> dict[str, Any]:
-    """Register an archived, serving deployment; its entity's guid, qualifiedName and web page."""
+def register_deployment(
+    hook: AtlasHook, doc: DeploymentDocument, record_event: Callable[[], str] | None = None
+) -> dict[str, Any]:
+    """Register an archived, serving deployment; its entity's guid, qualifiedName and web page.
+
+    `record_event` appends the `deployed` event to the model's log and returns the line's sha256, kept on
+    the entity as `eventLogHead`; it is called only when the entity is written (not for a deployment that
+    already serves as registered), before it, so that Atlas never names a line the log lacks."""
     if doc.deploy is None or doc.registry is None:
         raise AtlasError("only a model that is archived and serving is registered: deploy it first")
     stored = hook.get_entity(MODEL_TYPE, doc.qualified_name) if doc.deploy.unchanged else None
@@ -36,7 +43,11 @@ def register_deployment(hook: AtlasHook, doc: DeploymentDocument) -> dict[str, A
         entity for _, entity in (dataset_reference(loc, hook.cluster_name) for loc in locations) if entity
     ]
     hook.upsert_entities(artifacts + datasets)
-    hook.upsert_entities([model_entity(doc, doc.deploy.target, artifacts, cluster_name=hook.cluster_name)])
+    head = record_event() if record_event is not None else None
+    entity = model_entity(
+        doc, doc.deploy.target, artifacts, cluster_name=hook.cluster_name, event_log_head=head
+    )
+    hook.upsert_entities([entity])
     stored = hook.get_entity(MODEL_TYPE, doc.qualified_name)
     if stored is None:
         raise AtlasError(f"Atlas accepted the entity {doc.qualified_name!r} but does not return it")

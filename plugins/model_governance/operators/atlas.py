@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cached_property
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from model_governance.connections import ATLAS_CONN_ID
+from model_governance.connections import ATLAS_CONN_ID, WEBHDFS_CONN_ID
 from model_governance.links import AtlasEntityLink
 from model_governance.operators._args import as_document
 
@@ -26,18 +26,34 @@ class AtlasCreateModelEntityOperator(BaseOperator):
     is marked superseded (see `model_governance.atlas.register`). Returns the entity's guid,
     qualifiedName and web page.
 
+    Before the entity is written, the `deployed` event is appended to the model's event log in the
+    registry (the run still holds the model's lock: it is released by `clean_up`, downstream of this
+    step), and the line's sha256 is kept on the entity as `eventLogHead`.
+
     :param document: the deployment document the deploy step returned (XCom).
     :param atlas_conn_id: the Atlas connection (templated).
+    :param registry_root: the registry holding the model's event log (templated); None writes no event.
+    :param webhdfs_conn_id: the WebHDFS connection, when the registry is on HDFS (templated).
     """
 
-    template_fields: Sequence[str] = ("document", "atlas_conn_id")
+    template_fields: Sequence[str] = ("document", "atlas_conn_id", "registry_root", "webhdfs_conn_id")
     operator_extra_links = (AtlasEntityLink(),)
     ui_color = "#f3e8fa"
 
-    def __init__(self, *, document: Any, atlas_conn_id: str = ATLAS_CONN_ID, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        document: Any,
+        atlas_conn_id: str = ATLAS_CONN_ID,
+        registry_root: str | None = None,
+        webhdfs_conn_id: str = WEBHDFS_CONN_ID,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.document = document
         self.atlas_conn_id = atlas_conn_id
+        self.registry_root = registry_root
+        self.webhdfs_conn_id = webhdfs_conn_id
 
     @cached_property
     def hook(self) -> AtlasHook:
@@ -46,6 +62,13 @@ class AtlasCreateModelEntityOperator(BaseOperator):
         return AtlasHook(self.atlas_conn_id)
 
     def execute(self, context: Any) -> dict[str, Any]:
+        from model_governance import eventlog
         from model_governance.atlas.register import register_deployment
+        from model_governance.registry import Registry
 
-        return register_deployment(self.hook, as_document(self.document))
+        doc = as_document(self.document)
+        record_event = None
+        if self.registry_root:
+            registry = Registry.from_root(self.registry_root, self.webhdfs_conn_id)
+            record_event = partial(eventlog.record_deployed, registry, doc)
+        return register_deployment(self.hook, doc, record_event)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from airflow.sdk.types import Logger
 
     from model_governance.registry import Registry
+    from model_governance.validation import Validation
 
 
 class FetchStagingOperator(BaseOperator):
@@ -53,6 +54,7 @@ class FetchStagingOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from model_governance.bundle import validate_mleap_bundle, validate_spark_pipeline
+        from model_governance.lifecycle import requested_by
         from model_governance.metadata import DeploymentDocument
         from model_governance.registry import Registry
         from model_governance.staging import stage, users_paths
@@ -75,6 +77,8 @@ class FetchStagingOperator(BaseOperator):
                 sum(e.size for e in staged.manifest),
                 staged.executable,
             )
+            with users_paths(staged.folder, staged.source.location):
+                validation = recorded_validation(staged.folder, self.log)  # refused: nothing uploaded
             registry.check_owner(staged.metadata)  # another model's folder: refused before the lock is taken
             holder = {"dag_id": dag_id, "dag_run_id": context["run_id"], "model": staged.metadata.name}
             registry.acquire_lock(
@@ -106,8 +110,40 @@ class FetchStagingOperator(BaseOperator):
             dag_id=dag_id,
             run_id=context["run_id"],
             run_key=key,
+            requested_by=requested_by(context),
+            validation=validation,
         )
         return doc.to_json()
+
+
+def recorded_validation(folder: Path, log: Logger) -> Validation | None:
+    """The owner's recorded validation (`model.validation.*`, `model.risk.tier`), checked against today's
+    date (UTC); a MetadataError naming the key and value when it forbids deploying, None (and a warning)
+    when the staged model records none."""
+    from datetime import UTC, datetime
+
+    from model_governance.metadata import METADATA_FILE, read_properties_file
+    from model_governance.validation import BY_KEY, STATUS_KEY, VALID_UNTIL_KEY, check_validation
+
+    path = folder / METADATA_FILE
+    validation = check_validation(read_properties_file(path), str(path), datetime.now(UTC).date())
+    if validation is None:
+        log.warning(
+            "%s records no validation (%s, %s, %s): deploying without a recorded validation",
+            METADATA_FILE,
+            STATUS_KEY,
+            BY_KEY,
+            VALID_UNTIL_KEY,
+        )
+    else:
+        log.info(
+            "Validation: %s by %s, valid until %s%s",
+            validation.status,
+            validation.by,
+            validation.valid_until,
+            f", risk tier {validation.risk_tier}" if validation.risk_tier else "",
+        )
+    return validation
 
 
 @contextmanager

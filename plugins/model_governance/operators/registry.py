@@ -36,13 +36,21 @@ class PublishToRegistryOperator(BaseOperator):
         self.force = force
 
     def execute(self, context: Any) -> dict[str, Any]:
+        from model_governance import eventlog
         from model_governance.registry import Registry
 
         doc = as_document(self.document)
         registry = Registry.from_root(self.registry_root, self.webhdfs_conn_id)
         info = registry.publish(doc, force=as_bool(self.force, "force"))
         self.log.info("Model registry: %s (%d bytes published by this run)", info.url, info.uploaded_bytes)
-        return doc.with_registry(info).to_json()
+        doc = doc.with_registry(info)
+        # `archived` only when this run put the version there: now, or in an earlier try of this task that
+        # failed before the event was written (one more read, on retries only)
+        retried = getattr(context.get("ti"), "try_number", 1) > 1
+        if info.uploaded_bytes or (retried and registry.published_by(doc) == doc.run_id):
+            eventlog.record_archived(registry, doc)
+            self.log.info("Event log: archived %s %s", doc.model.name, doc.model.version)
+        return doc.to_json()
 
 
 class CleanUpRunOperator(BaseOperator):
