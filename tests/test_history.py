@@ -169,3 +169,197 @@ def test_a_retried_publish_or_register_writes_its_event_once(devstack, airflow_d
     assert eventlog.record_deployed(reg, doc) == stored["eventLogHead"]
     assert eventlog.record_archived(reg, doc) == eventlog.line_hash(eventlog.encode(log[0]))
     assert events(reg) == log
+
+
+# -- what served when -----------------------------------------------------------------------------------------
+def end_as(hook, qualified_name: str, **changes) -> None:
+    """Re-post a deployment with its lifecycle attributes changed, as the rollback and retire DAGs record
+    an ending (the whole entity: a bulk upsert of a subset could blank the rest)."""
+    entity = hook.get_entity("model", qualified_name)["entity"]
+    hook.upsert_entities([{"typeName": "model", "attributes": {**entity["attributes"], **changes}}])
+
+
+def at(millis: int) -> str:
+    return datetime.fromtimestamp(millis / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+@pytest.mark.real_twin("atlas")
+def test_history_and_trace_at_say_what_served_when_through_rollback_and_retirement(devstack, airflow_db, tmp_path):
+    from model_governance.atlas import schema as s
+    from model_governance.atlas.queries import search_until_seen
+    from model_governance.hooks.atlas import AtlasHook
+
+    dag = load_dag("model_deployment")
+    first = deploy(dag, stage_variant(tmp_path, MODEL, "1.0"))
+    second = deploy(dag, EXAMPLE_STAGING)
+    hook = AtlasHook()
+    old = hook.get_entity("model", first["qualifiedName"])["entity"]["attributes"]
+    new = hook.get_entity("model", second["qualifiedName"])["entity"]["attributes"]
+    target, t1, t2 = new[s.DEPLOY_TARGET], old[s.DEPLOY_TIME], new[s.DEPLOY_TIME]
+    assert (old[s.DEPLOY_STATUS], old[s.ENDED_AT]) == (s.SUPERSEDED, t2) and t1 < t2
+
+    # the lifecycle DAGs are not on main yet: their endings, written with the hook as they will write them.
+    # 1.1 is rolled back to 1.0 a minute later (a new deployment of 1.0's archived bytes), which is retired later
+    t3, t4 = t2 + 60_000, t2 + 120_000
+    rollback = f"{first['qualifiedName']}#rollback-{t3}"
+    end_as(hook, second["qualifiedName"], **{s.DEPLOY_STATUS: s.ROLLED_BACK, s.ENDED_AT: t3, s.ENDED_BY: "ana", s.END_REASON: "prices drift"})
+    end_as(hook, first["qualifiedName"], **{
+        s.QUALIFIED_NAME: rollback, s.DEPLOY_STATUS: s.RETIRED, s.DEPLOY_TIME: t3, s.ENDED_AT: t4, s.SUPERSEDED_BY: None,
+        s.ROLLBACK_OF: second["qualifiedName"], s.DEPLOY_REASON: "prices drift", s.REQUESTED_BY: "ana", s.APPROVED_BY: "omar",
+        s.ENDED_BY: "greg", s.END_REASON: "listing service closed", s.DAG_RUN_ID: "manual__rollback",
+    })
+    search_until_seen(hook, [(s.DEPLOY_TARGET, "=", target)], {rollback})  # the last write: the others show too
+
+    code, out, err = cli("history", target, "--json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [(r["qualifiedName"], r["version"], r["from"], r["to"], r["ended"]) for r in rows] == [
+        (first["qualifiedName"], "1.0", iso(t1), iso(t2), "superseded"),
+        (second["qualifiedName"], "1.1", iso(t2), iso(t3), "rolled back"),
+        (rollback, "1.0", iso(t3), iso(t4), "retired"),
+    ]
+    requester = old[s.REQUESTED_BY]
+    assert requester and [r["requestedBy"] for r in rows] == [requester, requester, "ana"]
+    assert [r["approvedBy"] for r in rows] == [None, None, "omar"]
+    assert (rows[1]["endedBy"], rows[1]["endReason"], rows[2]["rollbackOf"]) == ("ana", "prices drift", second["qualifiedName"])
+    # the scoring URL names the same target
+    code, out, _ = cli("history", new[s.ENDPOINT_URL], "--json")
+    assert [r["qualifiedName"] for r in json.loads(out)] == [r["qualifiedName"] for r in rows]
+
+    code, out, _ = cli("history", target)
+    lines = out.splitlines()
+    assert lines[0].split() == ["FROM", "(UTC)", "TO", "(UTC)", "VERSION", "REQUESTED", "BY", "APPROVED", "BY", "HOW", "IT", "ENDED", "NOTE"]
+    assert lines[1].split() == [iso(t1), iso(t2), "1.0", *requester.split(), "superseded"]
+    assert lines[2].split() == [iso(t2), iso(t3), "1.1", *requester.split(), "rolled", "back", "by", "ana", "prices", "drift"]
+    assert lines[3].split() == [iso(t3), iso(t4), "1.0", "ana", "omar", "retired", "rollback", "of", f"{second['qualifiedName']}:",
+                                "prices", "drift;", "by", "greg", "listing", "service", "closed"]
+    assert len(lines) == 4
+
+    # what served at a moment: the period holds its start, not its end
+    for moment, expected in [(t1, first), ((t1 + t2) // 2, first), (t2, second), (t3 - 1, second)]:
+        code, out, err = cli("trace", "--at", at(moment), target, "--json")
+        assert code == 0, err
+        assert json.loads(out)["deployment"]["qualifiedName"] == expected["qualifiedName"], moment
+    code, out, _ = cli("trace", "--at", at(t3 + 1000), target)
+    assert code == 0 and out.splitlines()[:2] == [f"served at {target} at {at(t3 + 1000)}:", f"{rollback}  (retired)"]
+    assert "  rollback of:       " + second["qualifiedName"] in out and "  end reason:        listing service closed" in out
+    assert f"  ended:             {iso(t4)}" in out and "  approved by:       omar" in out
+    assert "serialized model" in out  # the trace's usual content: the archived artifacts with sha256
+
+    code, _, err = cli("trace", "--at", at(t4), target)
+    assert code == 1 and f"nothing served at {target} at {iso(t4)}: {rollback} had ended at {iso(t4)} (retired)" in err
+    code, _, err = cli("trace", "--at", at(t1 - 86_400_000), target)
+    assert code == 1 and f"the first deployment there, {first['qualifiedName']}, started at {iso(t1)}" in err
+    code, _, err = cli("trace", "--at", "last tuesday", target)
+    assert code == 2 and "'last tuesday' is not an ISO-8601 date or time" in err
+    code, _, err = cli("trace", "--at", at(t2), "nowhere:1")
+    assert code == 1 and "no deployment at nowhere:1 is registered in Atlas" in err
+    code, out, err = cli("history", "nowhere:1")
+    assert code == 0 and out.split() == ["FROM", "(UTC)", "TO", "(UTC)", "VERSION", "REQUESTED", "BY", "APPROVED", "BY", "HOW", "IT", "ENDED", "NOTE"]
+    assert "no deployment at nowhere:1 is registered in Atlas" in err
+
+    # `deployments --status` knows the lifecycle's endings
+    for status, expected in [("rolled_back", second["qualifiedName"]), ("retired", rollback), ("superseded", first["qualifiedName"])]:
+        code, out, _ = cli("deployments", "--status", status, "--json")
+        assert [r["qualifiedName"] for r in json.loads(out)] == [expected], status
+
+
+def test_history_reads_atlas_a_page_at_a_time_oldest_first(devstack):
+    """2,000 deployments at one target: the first row comes after one search call, every call asks for one
+    page, and the rows come oldest first with none lost or repeated across pages."""
+    from model_governance.atlas import queries, schema as s
+    from model_governance.hooks.atlas import AtlasHook
+
+    hook = AtlasHook()
+    s.ensure_model_type(hook)
+    target, base, count = "fleet:65327", 1_764_000_000_000, 2000
+    seed = {a: "x" for a in s.SEED_ATTRIBUTES}
+    for start in range(0, count, 500):
+        hook.upsert_entities([
+            {"typeName": "model", "attributes": {
+                **seed, s.QUALIFIED_NAME: f"m-v{i}@{target}", s.NAME: f"m v{i}", s.MODEL_VERSION: str(i),
+                s.DEPLOY_TARGET: target, s.DEPLOY_TIME: base + i * 1000,
+                s.DEPLOY_STATUS: s.DEPLOYED if i == count - 1 else s.SUPERSEDED,
+                # the older half was superseded before endedAt existed: it ends when the next one starts
+                **({s.ENDED_AT: base + (i + 1) * 1000} if i >= count // 2 and i < count - 1 else {}),
+            }} for i in range(start, min(start + 500, count))
+        ])
+    asked = []
+    search = hook.search_basic
+
+    def counted(body):
+        asked.append(body["limit"])
+        return search(body)
+
+    hook.search_basic = counted
+    rows = queries.history(hook, target)
+    first = next(rows)
+    assert len(asked) == 1 and first["version"] == "0"
+    rest = list(rows)
+    assert asked == [queries.HISTORY_PAGE] * (count // queries.HISTORY_PAGE + 1)
+    every = [first, *rest]
+    assert [r["version"] for r in every] == [str(i) for i in range(count)]
+    assert all(r["to"] == every[i + 1]["from"] for i, r in enumerate(every[:-1]))
+    assert (every[-1]["to"], every[-1]["ended"]) == (None, "serving")
+
+    code, out, err = cli("history", target, "--json")
+    assert code == 0, err
+    assert [r["version"] for r in json.loads(out)] == [str(i) for i in range(count)]
+
+
+# -- validation as data ---------------------------------------------------------------------------------------
+def test_a_refused_validation_leaves_nothing_and_an_approved_one_is_recorded_and_traced(devstack, airflow_db, tmp_path):
+    from model_governance import eventlog
+    from model_governance.atlas.queries import list_deployments
+    from model_governance.hooks.atlas import AtlasHook
+    from model_governance.metadata import model_slug
+
+    dag = load_dag("model_deployment")
+    expired = stage_variant(tmp_path / "expired", MODEL, "1.2", validation_status="approved", validation_by="MRO",
+                            validation_valid_until="2020-01-31", risk_tier="2")
+    run = dag.test(run_conf={"staging": str(expired)})
+    fetch = run.get_task_instance("fetch_staging")
+    assert run.state == "failed" and (fetch.state, fetch.try_number) == ("failed", 1)  # no retries: bad input
+    assert {ti.task_id: ti.state for ti in run.get_task_instances()}["push_to_registry"] == "upstream_failed"
+    reg = registry()
+    slug = model_slug(MODEL)
+    for path in (reg.version_path(slug, "1.2"), reg.lock_path(slug), eventlog.log_path(reg, slug), f"{reg.root}/.pending"):
+        assert not reg.store.exists(path) or not reg.store.list_files(path), path
+    assert list_deployments(AtlasHook()) == []  # no entity: nothing served
+
+    approved = stage_variant(tmp_path / "approved", MODEL, "1.2", validation_status="approved",
+                             validation_by="Model Risk Office (J. Doe)", validation_valid_until="2099-06-30", risk_tier="2")
+    done = deploy(dag, approved)
+    attributes = AtlasHook().get_entity("model", done["qualifiedName"])["entity"]["attributes"]
+    assert (attributes["validationStatus"], attributes["validatedBy"], attributes["validUntil"], attributes["riskTier"]) == (
+        "approved", "Model Risk Office (J. Doe)", "2099-06-30", "2")
+    code, out, _ = cli("trace", done["qualifiedName"])
+    assert code == 0
+    assert "  validation:        approved\n  validated by:      Model Risk Office (J. Doe)\n  valid until:       2099-06-30\n  risk tier:         2\n" in out
+
+    plain = deploy(dag, EXAMPLE_STAGING)  # no validation keys: deploys as before, and trace says so
+    code, out, _ = cli("trace", plain["qualifiedName"])
+    assert "  validation:        not recorded (modelMetadata.txt has no model.validation.* keys)" in out
+
+
+def test_the_fetch_step_warns_when_no_validation_is_recorded(tmp_path):
+    from model_governance.operators.fetch import recorded_validation
+
+    class Log:
+        def __init__(self):
+            self.lines = []
+
+        def warning(self, message, *args):
+            self.lines.append(("warning", message % args))
+
+        def info(self, message, *args):
+            self.lines.append(("info", message % args))
+
+    log = Log()
+    assert recorded_validation(EXAMPLE_STAGING, log) is None
+    assert log.lines == [("warning", "modelMetadata.txt records no validation (model.validation.status, model.validation.by, "
+                                     "model.validation.valid.until): deploying without a recorded validation")]
+    staged = stage_variant(tmp_path, MODEL, "1.2", validation_status="Approved", validation_by="MRO", validation_valid_until="2099-01-01")
+    log = Log()
+    assert recorded_validation(staged, log).by == "MRO"
+    assert log.lines == [("info", "Validation: approved by MRO, valid until 2099-01-01")]

@@ -32,6 +32,7 @@ import pytest
 
 from tests.helpers import DAGS, EXAMPLE_STAGING
 
+VALIDATED = {"model.validation.status": "approved", "model.validation.by": "MRO", "model.validation.valid.until": "2099-12-31"}
 RESULTS: list[tuple[str, str, str, str, str]] = []  # (input, task, outcome, message, left behind): read by conftest
 
 
@@ -182,6 +183,14 @@ CASES: list[Case] = [
     ("metadata: model.executable ../modelMetadata.txt", lambda w: {"staging": w.variant(**{"model.executable": "../modelMetadata.txt"})}, "model.executable '../modelMetadata.txt'"),
     ("metadata: a name in Chinese (legitimate)", lambda w: {"staging": w.variant(**{"model.name": "模型"})}, "accepted"),
     ("metadata: a name with accents (legitimate)", lambda w: {"staging": w.variant(**{"model.name": "Prix été"})}, "accepted"),
+    ("validation: status pending", lambda w: {"staging": w.variant(**{**VALIDATED, "model.validation.status": "pending"})}, "model.validation.status is 'pending'"),
+    ("validation: expired", lambda w: {"staging": w.variant(**{**VALIDATED, "model.validation.valid.until": "2020-01-31"})}, "model.validation.valid.until 2020-01-31 has passed"),
+    ("validation: valid.until 31/12/2099", lambda w: {"staging": w.variant(**{**VALIDATED, "model.validation.valid.until": "31/12/2099"})}, "model.validation.valid.until '31/12/2099' is not an ISO date"),
+    ("validation: valid.until 2099-02-30", lambda w: {"staging": w.variant(**{**VALIDATED, "model.validation.valid.until": "2099-02-30"})}, "'2099-02-30' is not an ISO date"),
+    ("validation: a risk tier alone", lambda w: {"staging": w.variant(**{"model.risk.tier": "1"})}, "validation is recorded in part"),
+    ("validation: status empty", lambda w: {"staging": w.variant(**{**VALIDATED, "model.validation.status": ""})}, "set model.validation.status too"),
+    ("validation: a newline escape in validation.by", lambda w: {"staging": w.variant(**{**VALIDATED, "model.validation.by": "MRO\\nFORGED approved"})}, "model.validation.by 'MRO\\nFORGED approved' holds a line break"),
+    ("validation: 'Approved' in capitals (legitimate)", lambda w: {"staging": w.variant(**{**VALIDATED, "model.validation.status": "Approved"})}, "accepted"),
     # -- layout and files ---------------------------------------------------------------------------------
     ("layout: no README.md", lambda w: {"staging": w.variant(remove("README.md"))}, "README.md"),
     ("layout: no executable/", lambda w: {"staging": w.variant(remove("executable"))}, "executable"),
@@ -215,6 +224,11 @@ CLI_CASES = [
     ("cli: deployments --limit 0", ["deployments", "--limit", "0"], "'0' is not a whole number of 1 or more"),
     ("cli: deployments --limit -5", ["deployments", "--limit", "-5"], "not a whole number"),
     ("cli: trace ''", ["trace", ""], "is empty"),
+    ("cli: trace --at yesterday", ["trace", "--at", "yesterday", "127.0.0.1:65327"], "'yesterday' is not an ISO-8601"),
+    ("cli: history ''", ["history", " "], "is empty"),
+    ("cli: verify-log --registry-root relative/path", ["verify-log", "m", "--registry-root", "relative/path"], "give hdfs:///<path> or an absolute local folder"),
+    ("cli: verify-log --registry-root hdfs:///a/../b", ["verify-log", "m", "--registry-root", "hdfs:///a/../b"], "may not hold '.', '..'"),
+    ("cli: verify-log with an unknown WebHDFS connection", ["verify-log", "m", "--webhdfs-conn-id", "no_such_conn"], "no_such_conn"),
     ("cli: deployments with an unknown connection", ["deployments", "--atlas-conn-id", "no_such_conn"], "no_such_conn"),
     ("cli: devstack --state-dir <a file>", ["devstack", "--state-dir", "{file}"], "is a file, not a folder"),
     ("cli: devstack on a busy port", ["devstack", "--state-dir", "{dir}", "--atlas-port", "{busy}", "--mleap-port", "0", "--webhdfs-port", "0"], "cannot start the stand-ins"),
