@@ -340,6 +340,7 @@ def test_a_refused_validation_leaves_nothing_and_an_approved_one_is_recorded_and
     plain = deploy(dag, EXAMPLE_STAGING)  # no validation keys: deploys as before, and trace says so
     code, out, _ = cli("trace", plain["qualifiedName"])
     assert "  validation:        not recorded (modelMetadata.txt has no model.validation.* keys)" in out
+    assert "approved at" not in out and "ended:" not in out  # Atlas's 0 for an unset date is no moment
 
 
 def test_the_fetch_step_warns_when_no_validation_is_recorded(tmp_path):

@@ -194,8 +194,9 @@ def cmd_trace(args: argparse.Namespace) -> int:
         ("risk tier", s.RISK_TIER),
         ("event log line", s.EVENT_LOG_HEAD),
     ]:
-        if d.get(key) not in (None, ""):
-            value = iso_millis(d[key]) if key in dates else d[key]
+        # Atlas stores an unset date as 0 (its type's default): not a moment
+        value = iso_millis(d.get(key)) if key in dates else d.get(key)
+        if value not in (None, ""):
             print(f"  {label + ':':<19}{printable(value)}")
     if not d.get(s.VALIDATION_STATUS):
         print(f"  {'validation:':<19}not recorded (modelMetadata.txt has no model.validation.* keys)")
