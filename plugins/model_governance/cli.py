@@ -341,7 +341,11 @@ def atlas_check(args: argparse.Namespace, lines: list[bytes]) -> tuple[dict[str,
     verdict = eventlog.check_head(lines, head, deployment)
     number = eventlog.head_line(lines, head)
     last = eventlog.last_event(lines, "deployed")
-    detail = f"the latest deployment, {deployment}, is line {number}" if number else verdict.reason
+    detail = (
+        f"the latest deployment, {deployment}, is line {number}"
+        if number
+        else f"the latest deployment, {deployment}, names line {head[:12]}…, which the log lacks"
+    )
     if number and last and last[0] != number:
         detail += (
             f"; line {last[0]} (deployed {last[1].get('qualified_name')}) is later and not yet in "
