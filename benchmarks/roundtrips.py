@@ -1,0 +1,205 @@
+"""Round trips and ratios of one deployment (issue 17): Atlas calls, WebHDFS requests, what an unchanged
+redeploy costs, the registry push against the `hdfs` client, DAG parse time.
+
+Each bench returns rows (figure, measured, goal, pass/fail). Calls are counted at the HTTP layer of this
+process (every `requests` adapter send: the hooks' sessions and the `hdfs` client's), classified by path:
+`/api/atlas/...` is Atlas, `/webhdfs/v1/...` is WebHDFS (NameNode and DataNode requests alike), anything
+else to the MLeap port is MLeap. `dag.test()` runs the real DAGs in this process, so nothing escapes.
+
+Run by `python -m benchmarks` (which sets up a private Airflow home first); `--real hdfs,mleap` there runs
+the service-dependent rows against the real servers as well as the stand-ins.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+PROJECT = Path(__file__).resolve().parents[1]
+MIB = 1024 * 1024
+Row = tuple[str, str, str, str]
+
+
+def verdict(ok: bool) -> str:
+    return "pass" if ok else "FAIL"
+
+
+# -- counting HTTP requests --------------------------------------------------------------------------------
+class CallCounter:
+    """Counts every HTTP request `requests` sends in this process, by service and by (method, path kind)."""
+
+    def __init__(self, mleap_port: int | None = None) -> None:
+        self.mleap_port = mleap_port
+        self.calls: Counter[str] = Counter()
+        self.detail: list[tuple[str, str, str]] = []
+        self.uploaded = 0
+        self.lock = threading.Lock()
+
+    def service(self, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.path.startswith("/api/atlas"):
+            return "atlas"
+        if parts.path.startswith("/webhdfs/v1"):
+            return "webhdfs"
+        if self.mleap_port and parts.port == self.mleap_port:
+            return "mleap"
+        return "other"
+
+    def record(self, request: Any) -> None:
+        service = self.service(request.url)
+        query = urlsplit(request.url).query
+        op = next((p.split("=", 1)[1] for p in query.split("&") if p.lower().startswith("op=")), "")
+        with self.lock:
+            self.calls[service] += 1
+            self.detail.append((service, request.method, op or urlsplit(request.url).path))
+            if os.environ.get("ROUNDTRIPS_TRACE"):
+                print("TRACE", service, request.method, op, urlsplit(request.url).path, file=sys.stderr)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.calls.clear()
+            self.detail.clear()
+
+    def summary(self, service: str) -> str:
+        ops = Counter(f"{m} {op}" for s, m, op in self.detail if s == service)
+        return ", ".join(f"{k} x{v}" if v > 1 else k for k, v in ops.most_common())
+
+
+@contextmanager
+def counting(counter: CallCounter):
+    import requests.adapters
+
+    original = requests.adapters.HTTPAdapter.send
+
+    def send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        counter.record(request)
+        return original(self, request, *args, **kwargs)
+
+    requests.adapters.HTTPAdapter.send = send  # type: ignore[method-assign]
+    try:
+        yield counter
+    finally:
+        requests.adapters.HTTPAdapter.send = original  # type: ignore[method-assign]
+
+
+# -- a stack: stand-ins, or real HDFS / MLeap (and Atlas) --------------------------------------------------
+class Stack:
+    """Services on free ports (the real ones named in `real`), their connections in the environment, a fresh
+    Airflow database. With real MLeap the deployments use its spring-boot API."""
+
+    def __init__(self, work: Path, real: frozenset[str] = frozenset()) -> None:
+        self.work, self.real = work, real
+
+    def __enter__(self) -> Stack:
+        from airflow.utils.db import resetdb
+
+        from model_governance_devstack.launcher import start_devstack
+
+        self.folder = Path(tempfile.mkdtemp(dir=self.work))
+        self.devstack = start_devstack(
+            self.folder / "devstack", atlas_port=0, mleap_port=0, webhdfs_port=0, real=self.real
+        )
+        self.saved = {k: os.environ.get(k) for k in self.devstack.env()}
+        os.environ.update(self.devstack.env())
+        resetdb()
+        return self
+
+    @property
+    def mleap_port(self) -> int:
+        return int(self.devstack.connections["mleap_default"]["port"])
+
+    def label(self) -> str:
+        names = {"atlas": "atlas", "hdfs": "hdfs", "mleap": "mleap spring-boot"}
+        real = [names[n] for n in ("atlas", "hdfs", "mleap") if n in self.real]
+        return f"real {', '.join(real)}" if real else "stand-ins"
+
+    def __exit__(self, *exc: object) -> None:
+        self.devstack.stop()
+        for key, value in self.saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def load_dag(dag_id: str) -> Any:
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(PROJECT / "dags" / f"{dag_id}.py")).dags[dag_id]
+
+
+def task_seconds(run: Any) -> float:
+    return sum(
+        (ti.end_date - ti.start_date).total_seconds()
+        for ti in run.get_task_instances()
+        if ti.start_date and ti.end_date
+    )
+
+
+def reloads(counter: CallCounter) -> int:
+    """Model loads sent to MLeap: the legacy `PUT /model`, spring-boot's `POST /models`."""
+    return sum(
+        1
+        for s, method, path in counter.detail
+        if s == "mleap" and ((method == "PUT" and path == "/model") or (method == "POST" and path == "/models"))
+    )
+
+
+def deploy_counts(work: Path, real: frozenset[str] = frozenset(), dag_id: str = "model_deployment") -> dict[str, Any]:
+    """Three runs of one DAG on a fresh stack: a new model (first deploy, type absent), a new version of it
+    (type present), the same version again (unchanged redeploy). Counts and task times of each."""
+    from tests.helpers import EXAMPLE_STAGING, stage_variant
+
+    results: dict[str, Any] = {}
+    with Stack(work, real) as stack:
+        counter = CallCounter(stack.mleap_port)
+        conf: dict[str, Any] = {}
+        staging_dir = stack.folder / "staging"
+        first = stage_variant(staging_dir, version="1.0")
+        runs = [("new model", first), ("new version", EXAMPLE_STAGING), ("unchanged", EXAMPLE_STAGING)]
+        if dag_id == "model_redeploy":
+            manifest = stack.folder / "redeploy.json"
+            os.environ["MODEL_GOVERNANCE_REDEPLOY_MANIFEST"] = str(manifest)
+        dag = load_dag(dag_id)
+        for label, staging in runs:
+            counter.reset()
+            with counting(counter):
+                if dag_id == "model_redeploy":
+                    manifest.write_text(json.dumps({"models": [{"staging": str(staging)}]}))
+                    run = dag.test()
+                else:
+                    run = dag.test(run_conf={**conf, "staging": str(staging)})
+            failed = [ti.task_id for ti in run.get_task_instances() if ti.state not in ("success", "skipped")]
+            assert run.state == "success", (label, failed)
+            publish = [ti for ti in run.get_task_instances() if ti.task_id.endswith("push_to_registry")][0]
+            doc = publish.xcom_pull(task_ids=publish.task_id, map_indexes=publish.map_index)
+            if isinstance(doc, list):
+                doc = doc[0]
+            uploaded = doc["registry"]["uploaded_bytes"]
+            results[label] = {
+                "atlas": counter.calls["atlas"],
+                "webhdfs": counter.calls["webhdfs"],
+                "mleap": counter.calls["mleap"],
+                "reloads": reloads(counter),
+                "uploaded": uploaded,
+                "task_seconds": task_seconds(run),
+                "atlas_detail": counter.summary("atlas"),
+                "webhdfs_detail": counter.summary("webhdfs"),
+                "mleap_detail": counter.summary("mleap"),
+            }
+        results["label"] = stack.label()
+    return results
