@@ -155,11 +155,14 @@ def reloads(counter: CallCounter) -> int:
     return sum(
         1
         for s, method, path in counter.detail
-        if s == "mleap" and ((method == "PUT" and path == "/model") or (method == "POST" and path == "/models"))
+        if s == "mleap"
+        and ((method == "PUT" and path == "/model") or (method == "POST" and path == "/models"))
     )
 
 
-def deploy_counts(work: Path, real: frozenset[str] = frozenset(), dag_id: str = "model_deployment") -> dict[str, Any]:
+def deploy_counts(
+    work: Path, real: frozenset[str] = frozenset(), dag_id: str = "model_deployment"
+) -> dict[str, Any]:
     """Three runs of one DAG on a fresh stack: a new model (first deploy, type absent), a new version of it
     (type present), the same version again (unchanged redeploy). Counts and task times of each."""
     from tests.helpers import EXAMPLE_STAGING, stage_variant

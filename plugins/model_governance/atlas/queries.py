@@ -210,7 +210,8 @@ def settle_supersede(
         attributes = header.get("attributes", {})
         qualified_name = attributes[s.QUALIFIED_NAME]
         # the index may lag behind the graph, whose attributes a search returns: done, or no longer deployed
-        if qualified_name == current or qualified_name in done or attributes.get(s.DEPLOY_STATUS, s.DEPLOYED) != s.DEPLOYED:
+        still_deployed = attributes.get(s.DEPLOY_STATUS, s.DEPLOYED) == s.DEPLOYED
+        if qualified_name == current or qualified_name in done or not still_deployed:
             continue
         # Read it by guid (the index may be behind the graph), then re-post the whole entity with the new
         # status: a bulk upsert must carry every mandatory attribute.
