@@ -206,3 +206,104 @@ def deploy_counts(
             }
         results["label"] = stack.label()
     return results
+
+
+# -- the registry push of a 1 GiB staged file against the `hdfs` client ----------------------------------
+PUSH_CHILD = """
+import json, resource, sys, time
+from pathlib import Path
+sys.path.insert(0, {plugins!r})
+mode, folder, url, threads = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+from hdfs import InsecureClient
+if mode == "product":
+    from model_governance.registry import Registry, WebHDFSStore
+    from model_governance.staging import build_manifest
+    manifest = build_manifest(folder)  # the fetch step hashes before it uploads: not part of the upload
+imported_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+if mode == "product":
+    store = WebHDFSStore(InsecureClient(url, user="hdfs"), "hdfs://bench:8020")
+    Registry(store, "/bench-product", parallelism=threads).upload_pending("bench", folder, manifest)
+else:
+    InsecureClient(url, user="hdfs").upload("/bench-client", str(folder), n_threads=threads)
+took = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({{"seconds": took, "imported_kib": imported_kib, "peak_rss_kib": peak}}))
+"""
+
+
+def push_runs(work: Path, url: str, folder: Path, threads: int, rounds: int) -> dict[str, list[dict]]:
+    from hdfs import InsecureClient
+
+    script = PUSH_CHILD.format(plugins=str(PROJECT / "plugins"))
+    results: dict[str, list[dict]] = {"client": [], "product": []}
+    client = InsecureClient(url, user="hdfs")
+    for index in range(rounds * 2):
+        # alternating, each first in turn: the page cache and disk write-back favour whoever goes first
+        mode = ("client", "product")[(index + index // 2) % 2]
+        out = subprocess.run(
+            [sys.executable, "-c", script, mode, str(folder), url, str(threads)],
+            capture_output=True,
+            text=True,
+            env=os.environ,
+        )
+        if out.returncode:
+            raise RuntimeError(out.stderr[-3000:])
+        results[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        for path in ("/bench-client", "/bench-product"):  # every upload starts from an empty file system
+            client.delete(path, recursive=True)
+    return results
+
+
+def bench_push(work: Path, real: frozenset[str], size_mib: int = 1024, threads: int = 4, rounds: int = 3) -> list[Row]:
+    """The fetch step's upload of a staged model holding a 1 GiB training-data file, against the `hdfs`
+    client's own `upload(n_threads=N)` of the same folder, alternating in one run; RSS of each process."""
+    from tests.helpers import EXAMPLE_STAGING
+
+    folder = work / "big-model"
+    shutil.copytree(EXAMPLE_STAGING, folder)
+    block = os.urandom(MIB)
+    with open(folder / "trainingdata" / "big.bin", "wb") as out:
+        for _ in range(size_mib):
+            out.write(block)
+    total = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    rows: list[Row] = []
+    try:
+        for world in (["hdfs"] if "hdfs" in real else []) + ["stand-in"]:
+            if world == "hdfs":
+                from model_governance_devstack.real.hdfs import RealHDFS
+
+                server: Any = RealHDFS(work / "push-hdfs").start()
+                conn = server.connection()
+                url = f"http://{conn['host'].split(',')[0]}:{conn['port']}"
+                label = "real HDFS"
+            else:
+                from model_governance_devstack.webhdfs import WebHDFSStandIn
+
+                server = WebHDFSStandIn(work / "push-webhdfs", port=0).start()
+                url, label = server.url, "WebHDFS stand-in"
+            try:
+                results = push_runs(work, url, folder, threads, rounds)
+            finally:
+                server.stop()
+            client = statistics.median(r["seconds"] for r in results["client"])
+            product = statistics.median(r["seconds"] for r in results["product"])
+            growth = max(r["peak_rss_kib"] - r["imported_kib"] for r in results["product"]) / 1024
+            each = {m: "/".join(f"{r['seconds']:.1f}" for r in results[m]) for m in results}
+            ratio = client / product
+            rows.append((
+                f"registry push of {total / MIB:.0f} MiB vs hdfs upload(n_threads={threads}), {label}",
+                f"{ratio:.2f}x ({total / MIB / product:.0f} vs {total / MIB / client:.0f} MiB/s; "
+                f"runs {each['product']} s vs {each['client']} s)",
+                ">= 0.9x" if world == "hdfs" else ">= 0.9x (goal on real HDFS)",
+                verdict(ratio >= 0.9),
+            ))
+            rows.append((
+                f"registry push RSS growth, {label}",
+                f"{growth:.0f} MiB above the process after its imports",
+                "<= 150 MiB",
+                verdict(growth <= 150),
+            ))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return rows

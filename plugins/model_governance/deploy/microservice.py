@@ -82,7 +82,8 @@ def deploy_microservice(
         facts = legacy.deploy(hook, bundle, previous, sample, load_timeout)
     elif facts is None:
         facts = spring_boot.deploy(hook, bundle, name, doc.run_key, sample, load_timeout)
-    registry.mark_served(doc, facts["scoring_url"])  # from now on this version is immutable unless forced
+    if not facts.get("unchanged"):  # a version found serving has its marker already
+        registry.mark_served(doc, facts["scoring_url"])  # from now on it is immutable unless forced
     return DeployFacts(
         host_type="microservice",
         host_port=hook.host_port,
