@@ -307,3 +307,57 @@ def bench_push(work: Path, real: frozenset[str], size_mib: int = 1024, threads: 
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return rows
+
+
+# -- DAG parse time ------------------------------------------------------------------------------------------
+ONE_TASK_DAG = """
+from airflow.sdk import DAG, task
+with DAG(dag_id="one_task", schedule=None):
+    @task
+    def hello():
+        return 1
+    hello()
+"""
+PARSE_CHILD = """
+import sys, time, airflow.sdk
+from airflow.dag_processing.dagbag import DagBag
+start = time.perf_counter()
+bag = DagBag(dag_folder=sys.argv[1])
+assert not bag.import_errors, bag.import_errors
+print(time.perf_counter() - start)
+"""
+
+
+def parse_seconds(dag_file: Path, repeats: int) -> list[float]:
+    """Wall times to parse one DAG file, each in a fresh interpreter with Airflow itself already imported."""
+    times = []
+    for _ in range(repeats):
+        out = subprocess.run(
+            [sys.executable, "-c", PARSE_CHILD, str(dag_file)], capture_output=True, text=True, env=os.environ
+        )
+        if out.returncode:
+            raise RuntimeError(f"parsing {dag_file} failed:\n{out.stderr[-3000:]}")
+        times.append(float(out.stdout.strip().splitlines()[-1]))
+    return times
+
+
+def bench_parse(work: Path, repeats: int = 7) -> list[Row]:
+    """Every file in dags/ against a one-task DAG, interleaved so that machine load falls on all alike."""
+    baseline = work / "one_task_dag.py"
+    baseline.write_text(ONE_TASK_DAG)
+    files = [baseline, *sorted((PROJECT / "dags").glob("*.py"))]
+    times: dict[Path, list[float]] = {f: [] for f in files}
+    for _ in range(repeats):
+        for dag_file in files:
+            times[dag_file] += parse_seconds(dag_file, 1)
+    base = statistics.median(times[baseline])
+    rows: list[Row] = [("DAG parse, one-task DAG", f"{base * 1000:.0f} ms", "(the baseline)", "")]
+    for dag_file in files[1:]:
+        took = statistics.median(times[dag_file])
+        rows.append((
+            f"DAG parse, dags/{dag_file.name}",
+            f"{took * 1000:.0f} ms, {took / base:.2f}x the one-task DAG",
+            "<= 1.1x",
+            verdict(took / base <= 1.1),
+        ))
+    return rows
