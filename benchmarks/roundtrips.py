@@ -200,6 +200,11 @@ def deploy_counts(
                 "reloads": reloads(counter),
                 "uploaded": uploaded,
                 "task_seconds": task_seconds(run),
+                "steps": {
+                    ti.task_id.rsplit(".", 1)[-1]: round((ti.end_date - ti.start_date).total_seconds(), 3)
+                    for ti in run.get_task_instances()
+                    if ti.start_date and ti.end_date
+                },
                 "atlas_detail": counter.summary("atlas"),
                 "webhdfs_detail": counter.summary("webhdfs"),
                 "mleap_detail": counter.summary("mleap"),
