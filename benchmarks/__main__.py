@@ -34,7 +34,7 @@ os.environ.update(
     }
 )
 (WORK / "airflow").mkdir()
-sys.path[:0] = [str(PROJECT), str(PROJECT / "plugins")]
+sys.path[:0] = [str(PROJECT), str(PROJECT / "plugins"), str(PROJECT / "devstack")]
 
 from tests.helpers import EXAMPLE_STAGING, stage_variant  # noqa: E402
 
@@ -285,7 +285,23 @@ def bench_swap(load_delay: float = 0.5) -> dict[str, str]:
             "longest probe answer (waiting on the load)": f"{max(latencies) * 1000:.0f} ms"}
 
 
-BENCHMARKS = {"parse": bench_parse, "push": bench_push, "deploy": bench_deploy, "rerun": bench_rerun, "scale": bench_scale, "swap": bench_swap}
+REAL: frozenset[str] = frozenset()  # --real: the real servers the round-trip and ratio rows run against too
+
+
+def bench_roundtrips() -> list:
+    from benchmarks.roundtrips import bench_roundtrips
+
+    return bench_roundtrips(WORK, REAL)
+
+
+def bench_ratios() -> list:
+    from benchmarks.roundtrips import bench_ratios
+
+    return bench_ratios(WORK, REAL)
+
+
+BENCHMARKS = {"parse": bench_parse, "push": bench_push, "deploy": bench_deploy, "rerun": bench_rerun, "scale": bench_scale, "swap": bench_swap,
+              "roundtrips": bench_roundtrips, "ratios": bench_ratios}
 
 
 def machine() -> str:
@@ -299,7 +315,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"which to run: {', '.join(BENCHMARKS)} (default: all)")
     parser.add_argument("--results", type=Path, help="also write the figures to this Markdown file")
+    parser.add_argument("--real", default="", help="roundtrips, ratios: also against these real servers (hdfs,mleap[,atlas])")
     args = parser.parse_args()
+    global REAL
+    REAL = frozenset(n for n in args.real.split(",") if n)
     names = args.names or list(BENCHMARKS)
     unknown = set(names) - set(BENCHMARKS)
     if unknown:
@@ -309,7 +328,10 @@ def main() -> None:
         for name in names:
             print(f"== {name}", flush=True)
             lines.append(f"## {name}")
-            for key, value in BENCHMARKS[name]().items():
+            result = BENCHMARKS[name]()
+            if isinstance(result, list):  # rows: (figure, measured, goal, pass/fail)
+                result = {figure: f"{measured} (goal {goal}) {word}".rstrip() for figure, measured, goal, word in result}
+            for key, value in result.items():
                 print(f"  {key}: {value}", flush=True)
                 lines.append(f"- {key}: {value}")
             lines.append("")
