@@ -284,7 +284,7 @@ def bench_push(work: Path, real: frozenset[str], size_mib: int = 1024, threads: 
     total = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     rows: list[Row] = []
     try:
-        for world in (["hdfs"] if "hdfs" in real else []) + ["stand-in"]:
+        for world in ["hdfs"] if "hdfs" in real else ["stand-in"]:  # the goal is on the real HDFS
             if world == "hdfs":
                 from model_governance_devstack.real.hdfs import RealHDFS
 
