@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -113,10 +114,22 @@ def epoch_millis(value: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def list_deployments(hook: AtlasHook, limit: int = 100, **filters: str | None) -> list[dict[str, Any]]:
-    """Deployments matching every given filter, newest first: guid, qualifiedName, status, every attribute."""
+DEPLOYMENTS_PAGE = 100  # entities per search call when listing: Atlas's own default page
+
+
+def iter_deployments(
+    hook: AtlasHook, limit: int = 100, page: int = DEPLOYMENTS_PAGE, **filters: str | None
+) -> Iterator[dict[str, Any]]:
+    """Deployments matching every given filter, newest first: guid, qualifiedName, status, every attribute.
+
+    One search call per `page` entities, asked for as they are read: however many there are, one page of
+    them is in memory. An entity written while the pages are read shifts the later pages by one; it is
+    skipped when seen again.
+    """
     if limit < 1:  # Atlas takes 0 as "no limit"
         raise ValueError(f"limit must be 1 or more, not {limit}")
+    if page < 1:
+        raise ValueError(f"page must be 1 or more, not {page}")
     criteria = []
     for key, value in filters.items():
         if value is None:
@@ -125,16 +138,30 @@ def list_deployments(hook: AtlasHook, limit: int = 100, **filters: str | None) -
         criteria.append(
             (attribute, operator, str(epoch_millis(value)) if key in ("since", "until") else value)
         )
-    try:
-        answer = hook.search_basic(search_body(criteria, limit=limit))
-    except AtlasError as exc:
-        if exc.error_code == UNKNOWN_TYPENAME:  # no `model` type yet: nothing was ever registered
-            return []
-        raise
-    return [
-        {"guid": e["guid"], "status": e.get("status"), **e.get("attributes", {})}
-        for e in answer.get("entities") or []
-    ]
+    seen: set[str] = set()
+    offset = 0
+    while len(seen) < limit:
+        asked = min(page, limit - len(seen))
+        try:
+            answer = hook.search_basic(search_body(criteria, limit=asked, offset=offset))
+        except AtlasError as exc:
+            if exc.error_code == UNKNOWN_TYPENAME:  # no `model` type yet: nothing was ever registered
+                return
+            raise
+        entities = answer.get("entities") or []
+        for e in entities:
+            if e["guid"] in seen or len(seen) >= limit:
+                continue
+            seen.add(e["guid"])
+            yield {"guid": e["guid"], "status": e.get("status"), **e.get("attributes", {})}
+        if len(entities) < asked:
+            return
+        offset += len(entities)
+
+
+def list_deployments(hook: AtlasHook, limit: int = 100, **filters: str | None) -> list[dict[str, Any]]:
+    """`iter_deployments` as a list, for callers that want them all at once (`current_deployment`: one)."""
+    return list(iter_deployments(hook, limit=limit, page=DEPLOYMENTS_PAGE, **filters))
 
 
 @dataclass(frozen=True)
