@@ -106,7 +106,6 @@ def non_empty(value: str) -> str:
 
 def cmd_deployments(args: argparse.Namespace) -> int:
     import itertools
-    import textwrap
 
     from model_governance.atlas import schema as s
     from model_governance.atlas.queries import DEPLOYMENTS_PAGE, iter_deployments
@@ -116,12 +115,12 @@ def cmd_deployments(args: argparse.Namespace) -> int:
     filters = {key: getattr(args, key) for key in keys}
     filters["status"] = None if args.status == "all" else args.status
     # printed as Atlas's pages arrive: one page of rows in memory however many deployments there are
-    rows = iter_deployments(AtlasHook(args.atlas_conn_id), limit=args.limit, **filters)
+    rows = iter_deployments(AtlasHook(args.atlas_conn_id), limit=args.limit, page=DEPLOYMENTS_PAGE, **filters)
     count = 0
-    if args.json:
+    if args.json:  # one deployment a line: json's C encoder (indent= would take its pure-Python one)
         for row in rows:
             print("[" if count == 0 else ",")
-            print(textwrap.indent(json.dumps(row, indent=2, sort_keys=True), "  "), end="")
+            print("  " + json.dumps(row, sort_keys=True, separators=(", ", ": ")), end="")
             count += 1
         print("\n]" if count else "[]")
         return 0

@@ -114,7 +114,7 @@ def epoch_millis(value: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
-DEPLOYMENTS_PAGE = 100  # entities per search call when listing: Atlas's own default page
+DEPLOYMENTS_PAGE = 250  # entities per search call when listing: about 5 MiB of rows (measured: `make bench`)
 
 
 def iter_deployments(
@@ -123,8 +123,8 @@ def iter_deployments(
     """Deployments matching every given filter, newest first: guid, qualifiedName, status, every attribute.
 
     One search call per `page` entities, asked for as they are read: however many there are, one page of
-    them is in memory. An entity written while the pages are read shifts the later pages by one; it is
-    skipped when seen again.
+    them is in memory. A deployment registered while the pages are read shifts the later pages; the rows
+    of the page before that come round again are skipped.
     """
     if limit < 1:  # Atlas takes 0 as "no limit"
         raise ValueError(f"limit must be 1 or more, not {limit}")
@@ -138,10 +138,9 @@ def iter_deployments(
         criteria.append(
             (attribute, operator, str(epoch_millis(value)) if key in ("since", "until") else value)
         )
-    seen: set[str] = set()
-    offset = 0
-    while len(seen) < limit:
-        asked = min(page, limit - len(seen))
+    given, offset, previous = 0, 0, set[str]()
+    while given < limit:
+        asked = min(page, limit - given)
         try:
             answer = hook.search_basic(search_body(criteria, limit=asked, offset=offset))
         except AtlasError as exc:
@@ -150,13 +149,14 @@ def iter_deployments(
             raise
         entities = answer.get("entities") or []
         for e in entities:
-            if e["guid"] in seen or len(seen) >= limit:
+            if e["guid"] in previous or given >= limit:
                 continue
-            seen.add(e["guid"])
+            given += 1
             yield {"guid": e["guid"], "status": e.get("status"), **e.get("attributes", {})}
         if len(entities) < asked:
             return
         offset += len(entities)
+        previous = {e["guid"] for e in entities}
 
 
 def list_deployments(hook: AtlasHook, limit: int = 100, **filters: str | None) -> list[dict[str, Any]]:
