@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-Bench = Callable[[], Iterable["Row"]]
+Bench = Callable[[], Iterable["Row | tuple[str, str, str, str]"]]
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,14 @@ def equals(figure: str, value: object, expected: object, detail: str = "") -> Ro
     """A row whose goal is an exact count or value."""
     measured = f"{value}" + (f" ({detail})" if detail else "")
     return Row(figure, measured, f"= {expected}", value == expected)
+
+
+def as_row(row: Row | tuple[str, str, str, str]) -> Row:
+    """A row, also from a plain (figure, measured, goal, "pass"/"FAIL"/"") tuple."""
+    if isinstance(row, Row):
+        return row
+    figure, measured, goal, word = row
+    return Row(figure, measured, goal, None if word.strip().lower() in ("", "info", "-", "—") else word.strip().lower() == "pass")
 
 
 HEADER = "| figure | measured | goal | result |\n|---|---|---|---|"
@@ -104,7 +112,7 @@ def run(benches: Mapping[str, Bench], argv: Sequence[str] | None = None) -> int:
         print("\n".join(section), flush=True)
         began = time.perf_counter()
         try:
-            for row in benches[name]():
+            for row in map(as_row, benches[name]()):
                 rows.append(row)
                 section.append(row.markdown())
                 print(section[-1], flush=True)
