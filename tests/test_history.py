@@ -82,16 +82,16 @@ def test_the_dag_writes_archived_and_deployed_events_under_the_lock_and_verify_l
     dag = load_dag("model_deployment")
     first = deploy(dag, stage_variant(tmp_path, MODEL, "1.0"))
     second = deploy(dag, EXAMPLE_STAGING)
-    again = deploy(dag, EXAMPLE_STAGING)  # 1.1 is archived already: no second `archived`
-    assert [run_id for run_id, _ in held] == [key for _, key in held] and len(held) == 3
+    again = deploy(dag, EXAMPLE_STAGING)  # 1.1 archived and serving already: no event at all
+    assert [run_id for run_id, _ in held] == [key for _, key in held] and len(held) == 2
 
     log = events(reg)
     assert [(e["event"], e["version"]) for e in log] == [
-        ("archived", "1.0"), ("deployed", "1.0"), ("archived", "1.1"), ("deployed", "1.1"), ("deployed", "1.1"),
+        ("archived", "1.0"), ("deployed", "1.0"), ("archived", "1.1"), ("deployed", "1.1"),
     ]
     bundle = reg.published_manifest(model_slug(MODEL), "1.1")
     sha256 = next(entry.sha256 for entry in bundle if entry.path.startswith("executable/"))
-    deployed = log[4]  # the rerun's: the entity (one per qualifiedName) is its deployment now
+    deployed = log[3]
     assert deployed["qualified_name"] == second["qualifiedName"] == again["qualifiedName"]
     hook = AtlasHook()
     entity = hook.get_entity("model", again["qualifiedName"])["entity"]["attributes"]
@@ -102,15 +102,15 @@ def test_the_dag_writes_archived_and_deployed_events_under_the_lock_and_verify_l
     assert log[2]["url"] == entity["registryUrl"] and log[2]["sha256"] == sha256
     # the entity keeps the sha256 of the line that recorded it
     lines = eventlog.read_lines(reg, model_slug(MODEL))
-    assert entity["eventLogHead"] == eventlog.line_hash(lines[4])
+    assert entity["eventLogHead"] == eventlog.line_hash(lines[3])
     assert hook.get_entity("model", first["qualifiedName"])["entity"]["attributes"]["eventLogHead"] == eventlog.line_hash(lines[1])
 
     code, out, err = cli("verify-log", MODEL)
     assert code == 0, err
     where = reg.store.url(eventlog.log_path(reg, model_slug(MODEL)))
     assert where.endswith("/model-registry/.events/rental-pricing-prediction.jsonl")
-    assert out.splitlines()[0] == f"{MODEL} ({where}): intact, 5 events"
-    assert f"Atlas: the latest deployment, {again['qualifiedName']}, is line 5, the log's last deployed line" in out
+    assert out.splitlines()[0] == f"{MODEL} ({where}): intact, 4 events"
+    assert f"Atlas: the latest deployment, {again['qualifiedName']}, is line 4, the log's last deployed line" in out
 
     # an edited line: the next line's prev no longer matches
     edited = list(lines)
@@ -123,7 +123,7 @@ def test_the_dag_writes_archived_and_deployed_events_under_the_lock_and_verify_l
     write_log(reg, lines[:2] + lines[3:])
     code, out, _ = cli("verify-log", MODEL, "--json")
     verdict = json.loads(out)
-    assert code == 1 and (verdict["intact"], verdict["brokenAt"], verdict["events"]) == (False, 3, 4)
+    assert code == 1 and (verdict["intact"], verdict["brokenAt"], verdict["events"]) == (False, 3, 3)
 
     # the last lines deleted: the chain is whole, but Atlas's eventLogHead is no line of it
     write_log(reg, lines[:3])
@@ -136,15 +136,15 @@ def test_the_dag_writes_archived_and_deployed_events_under_the_lock_and_verify_l
     assert "Atlas not checked: --no-atlas given; lines deleted from the end of the log cannot be detected" in out
 
     # the last line edited: only Atlas's head shows it
-    write_log(reg, lines[:4] + [lines[4].replace(b'"deployed"', b'"deployed" ', 1)])
+    write_log(reg, lines[:3] + [lines[3].replace(b'"deployed"', b'"deployed" ', 1)])
     code, out, _ = cli("verify-log", MODEL)
-    assert code == 1 and "broken at its end (after line 5)" in out
+    assert code == 1 and "broken at its end (after line 4)" in out
 
     # Atlas unreachable: checked chain, and a plain statement that Atlas was not
     write_log(reg, lines)
     monkeypatch.setenv("AIRFLOW_CONN_ATLAS_DOWN", json.dumps({"conn_type": "atlas", "host": "127.0.0.1", "port": 9}))
     code, out, _ = cli("verify-log", MODEL, "--atlas-conn-id", "atlas_down")
-    assert code == 0 and "intact, 5 events" in out and "Atlas not checked: connection 'atlas_down'" in out
+    assert code == 0 and "intact, 4 events" in out and "Atlas not checked: connection 'atlas_down'" in out
 
     # a model that never recorded an event
     code, out, _ = cli("verify-log", "no such model")
