@@ -81,6 +81,12 @@ def locks(devstack) -> list[str]:
     return hdfs(devstack).list("/model-registry/.locks")
 
 
+def task_errors(capsys) -> str:
+    """The lines of the task errors printed since the last call (`dag.test()` logs them to stdout)."""
+    out = capsys.readouterr().out
+    return "\n".join(line for line in out.splitlines() if "Error:" in line or "Exception:" in line)
+
+
 @pytest.fixture
 def two_versions(dags, devstack, airflow_db, tmp_path):
     """1.0 (its own intercept) deployed, then 1.1 (the example) replacing it; what each predicts."""
@@ -203,17 +209,18 @@ def test_retire_unloads_and_records_then_refuses_a_second_time(dags, devstack, t
 
 
 @pytest.mark.real_twin("atlas")
-def test_rollback_refuses_bad_inputs_and_changes_nothing(dags, devstack, two_versions, caplog, monkeypatch):
+def test_rollback_refuses_bad_inputs_and_changes_nothing(dags, devstack, two_versions, capsys, monkeypatch):
     v10, v11 = two_versions
     before = entities(devstack)
     rollback = dags["model_rollback"]
 
     def refused(conf, message):
-        caplog.clear()
-        dr, states = run(rollback, run_conf=conf)
+        capsys.readouterr()
+        # every param given: dag.test() keeps the conf of an earlier call as the DAG's params
+        dr, states = run(rollback, run_conf={"mleap_conn_id": "mleap_default", **conf})
         assert dr.state == "failed" and states["plan_rollback"] == "failed", states
         assert {states[t] for t in ("deploy_model", "register_in_atlas", "record_event")} == {"upstream_failed"}
-        assert message in caplog.text, caplog.text[-3000:]
+        assert message in task_errors(capsys), task_errors(capsys)
         assert predict(devstack) == pytest.approx(v11) and entities(devstack) == before and locks(devstack) == []
 
     # an unknown target
@@ -229,11 +236,18 @@ def test_rollback_refuses_bad_inputs_and_changes_nothing(dags, devstack, two_ver
     with pytest.raises(ParamValidationError):
         rollback.test(run_conf={"target": target(devstack)})
 
-    # tampered archived bytes: 1.0's bundle replaced by other bytes in the registry
+    # tampered archived bytes: one byte of 1.0's bundle changed in the registry (same size)
     client = hdfs(devstack)
     bundle = f"{MODEL}/1.0/executable/airbnb.model.lr.zip"
-    client.write(bundle, data=BUNDLE.read_bytes(), overwrite=True)
+    with client.read(bundle) as reader:
+        original = bytearray(reader.read())
+    tampered = original.copy()
+    tampered[len(tampered) // 2] ^= 0xFF
+    client.write(bundle, data=bytes(tampered), overwrite=True)
     refused({"target": target(devstack), "reason": REASON}, "sha256 differs from the staged files for executable/airbnb.model.lr.zip")
+    # other bytes altogether
+    client.write(bundle, data=BUNDLE.read_bytes(), overwrite=True)
+    refused({"target": target(devstack), "reason": REASON}, "1.0 does not match the manifest: executable/airbnb.model.lr.zip")
     # ... and the manifest edited to match them: Atlas's checksums still tell
     with client.read(f"{MODEL}/1.0/MANIFEST.json") as reader:
         manifest = json.load(reader)
@@ -248,12 +262,13 @@ def test_rollback_refuses_bad_inputs_and_changes_nothing(dags, devstack, two_ver
 
 
 @pytest.mark.real_twin("atlas")
-def test_nothing_to_roll_back_to_after_a_first_deployment(dags, devstack, airflow_db, caplog):
+def test_nothing_to_roll_back_to_after_a_first_deployment(dags, devstack, airflow_db, capsys):
     dr, states = run(dags["model_deployment"], run_conf={"staging": str(EXAMPLE_STAGING)})
     assert dr.state == "success", states
     before = entities(devstack)
+    capsys.readouterr()
     dr, states = run(dags["model_rollback"], run_conf={"target": target(devstack), "reason": REASON})
     assert dr.state == "failed" and states["plan_rollback"] == "failed"
-    assert f"{seed_name(devstack, '1.1')} replaced no earlier deployment there: nothing to roll back to" in caplog.text
+    assert f"{seed_name(devstack, '1.1')} replaced no earlier deployment there: nothing to roll back to" in task_errors(capsys)
     assert entities(devstack) == before and locks(devstack) == []
     assert predict(devstack) == pytest.approx(232.62463916840318)
