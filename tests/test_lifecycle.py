@@ -272,3 +272,69 @@ def test_nothing_to_roll_back_to_after_a_first_deployment(dags, devstack, airflo
     assert f"{seed_name(devstack, '1.1')} replaced no earlier deployment there: nothing to roll back to" in task_errors(capsys)
     assert entities(devstack) == before and locks(devstack) == []
     assert predict(devstack) == pytest.approx(232.62463916840318)
+
+
+def test_retiring_a_spark_deployment_withdraws_its_pipeline(dags, devstack, airflow_db, tmp_path):
+    """Spark batch scoring: the published pipeline is removed where batch jobs load it; the archive stays."""
+    from pathlib import Path
+    from urllib.parse import urlsplit
+
+    from tests.helpers import PROJECT
+
+    batch = load_dag("model_batch_deployment")
+    conf = {"staging": str(PROJECT / "examples/staging/rental-pricing-batch"),
+            "inputs": [str(PROJECT / "examples/batch-input/listings_to_score.csv")], "output": str(tmp_path / "scores")}
+    dr, states = run(batch, run_conf=conf)
+    assert dr.state == "success", states
+    registered = dr.get_task_instance("register_in_atlas").xcom_pull(task_ids="register_in_atlas")
+    qualified_name = registered["qualifiedName"]
+    deployed = entities(devstack)[qualified_name]
+    published = Path(urlsplit(deployed["deploy.host.detail"]).path)
+    assert (published / "metadata").is_dir()
+    archived_before = hdfs(devstack).list("/model-registry/rental-pricing-batch/1.0")
+
+    dr, states = run(dags["model_retire"], run_conf={"target": deployed["deployTarget"], "reason": "batch scoring moves to v2",
+                                                       "mleap_conn_id": "mleap_default", "spark_conn_id": "spark_default"})
+    assert dr.state == "success", states
+    assert not published.exists()  # no batch job can load it any more
+    retired = entities(devstack)[qualified_name]
+    assert retired["deployStatus"] == "retired" and retired["endReason"] == "batch scoring moves to v2"
+    assert hdfs(devstack).list("/model-registry/rental-pricing-batch/1.0") == archived_before
+    client = hdfs(devstack)
+    with client.read("/model-registry/.events/rental-pricing-batch.jsonl") as reader:
+        last = json.loads(reader.read().splitlines()[-1])
+    assert (last["event"], last["deployment"], last["host_type"]) == ("retired", qualified_name, "spark")
+
+
+@pytest.mark.real_twin("atlas")
+def test_an_older_version_deployed_again_keeps_both_serving_periods(dags, devstack, two_versions, tmp_path, monkeypatch):
+    """The identity rule for an ordinary deploy: 1.0 deployed again after 1.1 gets an entity of its own;
+    a scheduled redeploy then finds it serving and leaves it alone."""
+    v10, _ = two_versions
+    staged = tmp_path / "staging" / "rental-pricing-prediction-1.0"  # what the fixture deployed first
+    dr, states = run(dags["model_deployment"], run_conf={"staging": str(staged)})
+    assert dr.state == "success", states
+    assert predict(devstack) == pytest.approx(v10)
+    again = f"{seed_name(devstack, '1.0')}#{dr.run_id}"
+    found = entities(devstack)
+    assert set(found) == {seed_name(devstack, "1.0"), seed_name(devstack, "1.1"), again}
+    assert found[seed_name(devstack, "1.0")]["supersededBy"] == seed_name(devstack, "1.1")  # its first period
+    assert found[seed_name(devstack, "1.1")]["supersededBy"] == again
+    assert found[again]["deployStatus"] == "deployed" and found[again]["dagRunId"] == dr.run_id
+
+    # a rerun of that run updates its own entity
+    rerun, states = run(dags["model_deployment"], logical_date=dr.logical_date, run_after=dr.run_after, run_conf={"staging": str(staged)})
+    assert rerun.run_id == dr.run_id and rerun.state == "success", states
+    assert set(entities(devstack)) == set(found)
+
+    # the scheduled redeploy finds 1.0 serving as registered (under its per-run name): left alone
+    manifest = tmp_path / "redeploy.json"
+    manifest.write_text(json.dumps({"models": [{"staging": str(staged)}]}))
+    monkeypatch.setenv("MODEL_GOVERNANCE_REDEPLOY_MANIFEST", str(manifest))
+    redeploy = load_dag("model_redeploy")
+    scheduled = redeploy.test()
+    assert scheduled.state == "success"
+    [registered] = [ti.xcom_pull(task_ids="redeploy.register_in_atlas", map_indexes=ti.map_index)
+                    for ti in scheduled.get_task_instances() if ti.task_id == "redeploy.register_in_atlas"]
+    assert registered["qualifiedName"] == again
+    assert entities(devstack)[again]["dagRunId"] == dr.run_id and set(entities(devstack)) == set(found)
