@@ -338,3 +338,13 @@ def test_an_older_version_deployed_again_keeps_both_serving_periods(dags, devsta
                     for ti in scheduled.get_task_instances() if ti.task_id == "redeploy.register_in_atlas"]
     assert registered["qualifiedName"] == again
     assert entities(devstack)[again]["dagRunId"] == dr.run_id and set(entities(devstack)) == set(found)
+
+
+@pytest.mark.parametrize("reason", ["", "   ", "two\nlines", "tab\tinside", "x" * 1001, None])
+def test_a_reason_must_be_one_readable_line(reason):
+    from model_governance.exceptions import InvalidInputError
+    from model_governance.lifecycle import check_reason
+
+    with pytest.raises(InvalidInputError, match="reason"):
+        check_reason(reason)
+    assert check_reason("  1.1 overprices studios  ") == "1.1 overprices studios"
