@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from model_governance.hooks.atlas import AtlasHook
     from model_governance.registry import Registry
 
 SCHEDULER = "scheduler"  # a run the schedule (or an asset event) started: no person asked for it
@@ -73,3 +74,18 @@ def check_in_registry(registry: Registry, registry_url: str, slug: str, version:
             f"{registry.store.url(registry.root)}: set registry_root to the registry that holds it"
         )
     return folder
+
+
+def check_unchanged(atlas: AtlasHook, target: str, qualified_name: str | None) -> None:
+    """After the model's lock was taken (another deployment of the model may have held it): what serves
+    at target must still be what the action was planned on."""
+    from model_governance.atlas.queries import current_deployment
+    from model_governance.exceptions import InvalidInputError
+
+    current = current_deployment(atlas, target)
+    now = current.qualified_name if current else None
+    if now != qualified_name:
+        raise InvalidInputError(
+            f"target {target!r} changed while this run waited for the model's lock: {now or 'nothing'} "
+            f"serves there now, not {qualified_name}; trigger again if it still applies"
+        )

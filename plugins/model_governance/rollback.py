@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from model_governance.atlas.queries import DeploymentRecord, current_deployment, replaced_by
 from model_governance.deploy.microservice import serving_target
 from model_governance.exceptions import InvalidInputError, RegistryError, TamperedArchiveError
-from model_governance.lifecycle import check_in_registry, check_reason
+from model_governance.lifecycle import check_in_registry, check_reason, check_unchanged
 from model_governance.metadata import (
     METADATA_FILE,
     DeploymentDocument,
@@ -90,6 +90,7 @@ def plan(
     holder = {"dag_id": dag_id, "dag_run_id": run_id, "model": previous.model_name}
     registry.acquire_lock(slug, run_key, holder_info=holder, is_running=is_running)
     try:
+        check_unchanged(atlas, target, current.qualified_name)
         doc = replace(
             archived_document(registry, folder, previous),
             dag_id=dag_id,
