@@ -114,9 +114,10 @@ def record_archived(registry: Registry, doc: DeploymentDocument) -> str:
     return head
 
 
-def record_deployed(registry: Registry, doc: DeploymentDocument) -> str:
-    """`deployed`: the register step found the model serving at its target. Returns the line's sha256,
-    which the Atlas entity keeps as its `eventLogHead`."""
+def record_deployed(registry: Registry, doc: DeploymentDocument, qualified_name: str = "") -> str:
+    """`deployed`: the register step found the model serving at its target, registered as
+    `qualified_name` (default: the seed's name). Returns the line's sha256, which the Atlas entity keeps
+    as its `eventLogHead`."""
     if doc.deploy is None:
         raise ValueError("only a serving model is deployed")
     approval = doc.approval
@@ -128,7 +129,7 @@ def record_deployed(registry: Registry, doc: DeploymentDocument) -> str:
         doc.model.version,
         doc.run_key,
         model=doc.model.name,
-        qualified_name=doc.qualified_name,
+        qualified_name=qualified_name or doc.qualified_name,
         target=doc.deploy.target,
         sha256=doc.executable_entry.sha256,
         requested_by=doc.requested_by or None,

@@ -64,3 +64,8 @@ class AtlasError(ModelGovernanceError):
 class AtlasRefusedError(AtlasError, AirflowFailException):
     """Atlas answered 4xx (wrong credentials, a type conflict…): asking again repeats the answer, so the
     task fails at once, without Airflow's retries."""
+
+
+class TamperedArchiveError(InvalidInputError):
+    """An archived version no longer matches what was recorded (its manifest, or Atlas's checksums): it
+    is not served again, and a retry would read the same bytes."""

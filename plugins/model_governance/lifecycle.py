@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from model_governance.hooks.atlas import AtlasHook
+    from model_governance.registry import Registry
 
 SCHEDULER = "scheduler"  # a run the schedule (or an asset event) started: no person asked for it
 
@@ -16,3 +20,72 @@ def requested_by(context: Any) -> str:
     run_type = getattr(dag_run, "run_type", None)
     run_type = str(getattr(run_type, "value", run_type) or "")
     return SCHEDULER if run_type.endswith(("scheduled", "asset_triggered", "backfill")) else "unknown"
+
+
+# -- what rollback and retire share -----------------------------------------------------------------------
+def check_reason(reason: Any) -> str:
+    """An operator action's reason: required, one line (it goes to Atlas, the event log and the CLI)."""
+    from model_governance.exceptions import InvalidInputError
+
+    text = "" if reason is None else str(reason).strip()
+    if not text:
+        raise InvalidInputError("reason is empty: say why (it is recorded in Atlas and the event log)")
+    if any(ord(c) < 32 or c in "\x7f\u2028\u2029" for c in text):
+        raise InvalidInputError(f"reason {text[:60]!r} holds a line break or control character: one line")
+    if len(text) > 1000:
+        raise InvalidInputError(f"reason {text[:40]!r}… is longer than 1000 characters")
+    return text
+
+
+def record_once(
+    registry: Registry, slug: str, event: str, version: str, run_key: str, **facts: Any
+) -> dict[str, Any]:
+    """Append `event` to the model's event log unless the run `run_key` already recorded it for this
+    version (a retry or a rerun): the record either way. The caller holds the model's lock."""
+    import json
+
+    from model_governance import eventlog
+
+    for line in reversed(eventlog.read_lines(registry, slug)):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # `verify-log` reports it; appending after it does not hide it
+        if (
+            isinstance(record, dict)
+            and record.get("run_key") == run_key
+            and record.get("event") == event
+            and record.get("version") == version
+        ):
+            return record
+    return eventlog.append(registry, slug, event, version, run_key=run_key, **facts)
+
+
+def check_in_registry(registry: Registry, registry_url: str, slug: str, version: str) -> str:
+    """The version's folder in `registry`, which must be where Atlas says the version was archived."""
+    from urllib.parse import urlsplit
+
+    from model_governance.exceptions import InvalidInputError
+
+    folder = registry.version_path(slug, version)
+    if urlsplit(registry_url).path.rstrip("/") != folder:
+        raise InvalidInputError(
+            f"{slug} {version} was archived in {registry_url}, not in the registry "
+            f"{registry.store.url(registry.root)}: set registry_root to the registry that holds it"
+        )
+    return folder
+
+
+def check_unchanged(atlas: AtlasHook, target: str, qualified_name: str | None) -> None:
+    """After the model's lock was taken (another deployment of the model may have held it): what serves
+    at target must still be what the action was planned on."""
+    from model_governance.atlas.queries import current_deployment
+    from model_governance.exceptions import InvalidInputError
+
+    current = current_deployment(atlas, target)
+    now = current.qualified_name if current else None
+    if now != qualified_name:
+        raise InvalidInputError(
+            f"target {target!r} changed while this run waited for the model's lock: {now or 'nothing'} "
+            f"serves there now, not {qualified_name}; trigger again if it still applies"
+        )

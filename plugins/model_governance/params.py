@@ -83,3 +83,37 @@ def step_arguments() -> dict[str, str]:
     """`deployment_steps` arguments as templates of the params `staging_param` and `registry_params` make."""
     names = ("staging", "registry_root", "force", "webhdfs_conn_id", "atlas_conn_id")
     return {name: f"{{{{ params.{name} }}}}" for name in names}
+
+
+def action_params(action: str) -> dict[str, Any]:
+    """target and reason, for an operator action on a deployment (`rollback`, `retire`)."""
+    from airflow.sdk import Param
+
+    return {
+        "target": Param(
+            type="string",
+            minLength=1,
+            title="Deployment target",
+            description=(
+                f"Where to {action}, as Atlas records it in deployTarget: a legacy MLeap server's host:port, "
+                "host:port/models/<name> on spring-boot, or spark:<models_root>/<model> "
+                "(`model-governance deployments --json` lists them)."
+            ),
+            examples=["mleap.example.com:65327", "mleap.example.com:65327/models/rental"],
+        ),
+        "reason": Param(
+            type="string",
+            minLength=1,
+            maxLength=1000,
+            pattern=r"\S",
+            title="Reason",
+            description=f"Why you {action} it: recorded in Atlas and the model's event log, with your user.",
+        ),
+    }
+
+
+def action_registry_params() -> dict[str, Any]:
+    """registry_params without `force`: an operator action never replaces a registry version."""
+    params = registry_params()
+    del params["force"]
+    return params

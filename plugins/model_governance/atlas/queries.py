@@ -177,6 +177,12 @@ class DeploymentRecord:
     serialized_object: str  # the bundle's file name in the version's executable/ folder
     serialized_object_sha256: str | None
     artifact_checksums: dict[str, str]  # registry path -> sha256
+    status: str = ""  # deployStatus
+    target: str = ""  # deployTarget
+    host_type: str = ""
+    host_detail: str = ""  # deploy.host.detail: for spark, where the pipeline was published
+    dag_run_id: str = ""  # the run that deployed it
+    rollback_of: str = ""
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> DeploymentRecord:
@@ -190,13 +196,100 @@ class DeploymentRecord:
             serialized_object=row.get(s.DEPLOY_OBJ_SOURCE) or "",
             serialized_object_sha256=row.get(s.SERIALIZED_OBJECT_SHA256),
             artifact_checksums=row.get(s.ARTIFACT_CHECKSUMS) or {},
+            status=row.get(s.DEPLOY_STATUS) or "",
+            target=row.get(s.DEPLOY_TARGET) or "",
+            host_type=row.get(s.HOST_TYPE) or row.get(s.DEPLOY_HOST_TYPE) or "",
+            host_detail=row.get(s.DEPLOY_HOST_DETAIL) or "",
+            dag_run_id=row.get(s.DAG_RUN_ID) or "",
+            rollback_of=row.get(s.ROLLBACK_OF) or "",
         )
+
+    @classmethod
+    def from_entity(cls, entity: dict[str, Any]) -> DeploymentRecord:
+        """From an entity read by guid or qualifiedName (its `entity` part)."""
+        return cls.from_row({"guid": entity["guid"], **entity["attributes"]})
 
 
 def current_deployment(hook: AtlasHook, target: str) -> DeploymentRecord | None:
     """The deployment Atlas says serves at target now, or None."""
     found = list_deployments(hook, limit=1, status=s.DEPLOYED, target=target)
     return DeploymentRecord.from_row(found[0]) if found else None
+
+
+def deployments_at(hook: AtlasHook, target: str, **filters: str) -> list[DeploymentRecord]:
+    """Every deployment Atlas records at target (with `status=...`: in that status), newest first; each
+    re-read by guid, since the search index may be behind the graph."""
+    criteria = [(s.DEPLOY_TARGET, "=", target)]
+    criteria += [(FILTERS[key][0], FILTERS[key][1], value) for key, value in filters.items()]
+    try:
+        headers = search_all(hook, criteria)
+    except AtlasError as exc:
+        if exc.error_code == UNKNOWN_TYPENAME:  # no `model` type yet: nothing was ever registered
+            return []
+        raise
+    records = []
+    for header in headers:
+        entity = hook.get_entity_by_guid(header["guid"])["entity"]
+        if entity.get("status") != "ACTIVE" or entity["attributes"].get(s.DEPLOY_TARGET) != target:
+            continue
+        record = DeploymentRecord.from_entity(entity)
+        if "status" in filters and record.status != filters["status"]:
+            continue
+        records.append(record)
+    return records
+
+
+def replaced_by(hook: AtlasHook, current: DeploymentRecord) -> DeploymentRecord | None:
+    """The deployment current replaced at its target (superseded or rolled back by it), or None: what
+    served there just before it."""
+    criteria = [(s.DEPLOY_TARGET, "=", current.target), (s.SUPERSEDED_BY, "=", current.qualified_name)]
+    for header in search_all(hook, criteria):  # newest first
+        entity = hook.get_entity_by_guid(header["guid"])["entity"]
+        attributes = entity["attributes"]
+        if (
+            entity.get("status") == "ACTIVE"
+            and attributes.get(s.SUPERSEDED_BY) == current.qualified_name
+            and attributes.get(s.DEPLOY_STATUS) in s.ENDED_STATUSES
+        ):
+            return DeploymentRecord.from_entity(entity)
+    return None
+
+
+def end_deployment(
+    hook: AtlasHook,
+    qualified_name: str,
+    status: str,
+    *,
+    ended_at: int,
+    ended_by: str,
+    reason: str,
+    replaced_by: str | None = None,
+) -> bool:
+    """Mark one deployment ended (rolled back or retired): status, endedAt (epoch millis), endedBy,
+    endReason, and `supersededBy` when another deployment replaced it. False when it had already ended
+    so (a rerun): its entity is left as it is. Returns once the change is searchable."""
+    if status not in s.ENDED_STATUSES:
+        raise ValueError(f"{status!r} is not an ended status ({', '.join(s.ENDED_STATUSES)})")
+    stored = hook.get_entity(s.MODEL_TYPE, qualified_name)
+    if stored is None:
+        raise AtlasError(f"Atlas has no model deployment {qualified_name!r}")
+    entity = stored["entity"]
+    changes: dict[str, Any] = {
+        s.DEPLOY_STATUS: status,
+        s.ENDED_AT: ended_at,
+        s.ENDED_BY: ended_by,
+        s.END_REASON: reason,
+    }
+    if replaced_by:
+        changes[s.SUPERSEDED_BY] = replaced_by
+    if entity["attributes"].get(s.DEPLOY_STATUS) == status:
+        return False
+    # the whole entity re-posted with the changes: a bulk upsert of a subset could blank the rest
+    hook.upsert_entities([{"typeName": s.MODEL_TYPE, "attributes": {**entity["attributes"], **changes}}])
+    search_until_seen(
+        hook, [(s.DEPLOY_STATUS, "=", status), (s.QUALIFIED_NAME, "=", qualified_name)], {qualified_name}
+    )
+    return True
 
 
 def serving_at(hook: AtlasHook, target: str) -> list[dict[str, Any]]:

@@ -67,6 +67,19 @@ def verify_current(hook: MLeapServingHook, sample: dict[str, Any] | None) -> dic
     return legacy_facts(hook.url, schema, outputs)
 
 
+def unload(hook: MLeapServingHook) -> bool:
+    """Unload the server's one model (`DELETE /model`) and confirm nothing serves; False when nothing
+    did."""
+    if hook.model_schema() is None:
+        log.info("MLeap serving at %s serves no model: nothing to unload", hook.url)
+        return False
+    hook.unload_legacy()
+    if hook.model_schema() is not None:
+        raise DeployError(f"MLeap serving at {hook.url} still serves a model after DELETE /model")
+    log.info("Unloaded the model from MLeap serving at %s", hook.url)
+    return True
+
+
 def serving_now(hook: MLeapServingHook, sample: dict[str, Any] | None) -> str:
     """What the server serves, as far as its API shows it: the schema and what the sample scores."""
     schema = hook.model_schema()

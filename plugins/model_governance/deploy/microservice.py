@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from model_governance.deploy import legacy, spring_boot
 from model_governance.deploy.delivery import deliver, deliver_previous
 from model_governance.deploy.verify import SAMPLE_REQUEST, parse_sample
-from model_governance.exceptions import DeployError
+from model_governance.exceptions import DeployError, ServingConfigError
 from model_governance.metadata import DeployFacts, DeploymentDocument
 from model_governance.registry import Registry
 
@@ -73,7 +73,7 @@ def deploy_microservice(
     )
     sample = read_sample(registry, doc)
     facts = None
-    if skip_current and _serves_this(current, doc.model.qualified_name(hook.host_port), entry.sha256):
+    if skip_current and _serves_this(current, doc, entry.sha256):
         facts = _verify_current(hook, name, bundle, sample, load_timeout)
         if facts is not None and current is not None:
             facts.update(unchanged=True, deployed_at=current.deployed_at)
@@ -95,12 +95,30 @@ def deploy_microservice(
     )
 
 
-def _serves_this(current: DeploymentRecord | None, qualified_name: str, sha256: str) -> bool:
+def _serves_this(current: DeploymentRecord | None, doc: DeploymentDocument, sha256: str) -> bool:
+    # by model and version, not by qualifiedName: a version served again after it ended is registered
+    # under a per-run name (`atlas.register.deployment_qualified_name`)
     return (
         current is not None
-        and current.qualified_name == qualified_name
+        and current.model_name == doc.model.name
+        and current.model_version == doc.model.version
         and current.serialized_object_sha256 == sha256
     )
+
+
+def unload(hook: MLeapServingHook, qualified_name: str, target: str) -> bool:
+    """Take a deployment out of service at its target: legacy serving unloads its one model, spring-boot
+    deletes the named model (the target's last segment). False when it was not loaded (a rerun); raises
+    when the server still serves it."""
+    prefix = f"{hook.host_port}/models/"
+    if target != hook.host_port if hook.api == "legacy" else not target.startswith(prefix):
+        raise ServingConfigError(
+            f"{qualified_name} serves at {target}, which connection {hook.mleap_conn_id!r} "
+            f"({hook.api} at {hook.host_port}) does not serve: pick the connection of that host"
+        )
+    if hook.api == "legacy":
+        return legacy.unload(hook)
+    return spring_boot.unload(hook, target.removeprefix(prefix))
 
 
 def _verify_current(

@@ -167,3 +167,22 @@ def _swap_in(models: Registry, partial: str, target: str, segment: str) -> None:
             store.rename(aside, target)
         raise RegistryError(f"could not rename {store.url(partial)} to {store.url(target)}")
     store.delete(aside)
+
+
+def withdraw_pipeline(models: Registry, slug: str, version: str, published_at: str) -> bool:
+    """Remove a published pipeline from `<models_root>/<slug>/<version>/`, so that no batch job loads it
+    again; False when it was not there (a rerun). `published_at` is where Atlas says it was published: a
+    models_root that does not hold it is refused, nothing removed."""
+    folder = models.version_path(slug, version)
+    if models.store.url(folder) != published_at:
+        raise InvalidInputError(
+            f"the pipeline was published to {published_at}, not under this Spark connection's models_root "
+            f"({models.store.url(models.root)}): pick the connection batch jobs load it from"
+        )
+    if not models.store.exists(folder):
+        log.info("%s holds no pipeline: nothing to withdraw", published_at)
+        return False
+    if not models.store.delete(folder) or models.store.exists(folder):
+        raise RegistryError(f"could not remove the published pipeline {published_at}")
+    log.info("Withdrew the published pipeline %s", published_at)
+    return True

@@ -14,6 +14,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from model_governance.deploy.verify import check_scoring, output_names, spring_boot_facts
+from model_governance.exceptions import DeployError
 
 if TYPE_CHECKING:
     from model_governance.hooks.mleap import MLeapServingHook
@@ -75,3 +76,15 @@ def verify_current(
     if sample:
         check_scoring(hook.transform_named(name, sample), sample, output_names(facts))
     return facts
+
+
+def unload(hook: MLeapServingHook, name: str) -> bool:
+    """Delete the named model (`DELETE /models/<name>`) and confirm it is gone; False when it was not
+    loaded."""
+    if not hook.unload_model(name):
+        log.info("MLeap serving at %s has no model %r: nothing to unload", hook.url, name)
+        return False
+    if hook.get_model(name) is not None:
+        raise DeployError(f"MLeap serving at {hook.url} still lists {name!r} after DELETE /models/{name}")
+    log.info("Unloaded %r from MLeap serving at %s", name, hook.url)
+    return True
