@@ -34,6 +34,7 @@ REQUIRED_KEYS = (
 )
 ENDPOINT_KEY = "model.microservice.endpoint"
 EXECUTABLE_KEY = "model.executable"
+TRAINING_DATA_DIR = "trainingdata"  # the staged folder's training data: the deployment's lineage inputs
 
 # Versions and endpoints become path segments (registry folders, serving URLs): keep them plain.
 _VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
@@ -349,6 +350,11 @@ class DeploymentDocument:
     @property
     def executable_entry(self) -> ManifestEntry:
         return next(entry for entry in self.manifest if entry.path == self.executable)
+
+    @property
+    def training_data(self) -> tuple[ManifestEntry, ...]:
+        """The training data files (under `trainingdata/`): what lineage names as the deployment's inputs."""
+        return tuple(e for e in self.manifest if e.path.startswith(f"{TRAINING_DATA_DIR}/"))
 
     def with_registry(self, registry: RegistryInfo) -> DeploymentDocument:
         return replace(self, registry=registry)
