@@ -209,7 +209,7 @@ class Trace:
     deployment: dict[str, Any]
     artifacts: list[dict[str, Any]]  # role, path, location, sha256
     superseded: list[dict[str, Any]]
-    lineage_inputs: list[dict[str, Any]]  # typeName, qualifiedName, guid: what Atlas's lineage shows feeding it
+    lineage_inputs: list[dict[str, Any]]  # guid, typeName, qualifiedName: Atlas lineage's inputs
 
     def to_json(self) -> dict[str, Any]:
         return {

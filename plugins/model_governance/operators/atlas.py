@@ -11,20 +11,22 @@ from airflow.sdk import BaseOperator
 from model_governance.connections import ATLAS_CONN_ID
 from model_governance.links import AtlasEntityLink
 from model_governance.operators._args import as_document
+from model_governance.operators._lineage import REGISTER, DeploymentLineageMixin
 
 if TYPE_CHECKING:
     from model_governance.hooks.atlas import AtlasHook
 
 
-class AtlasCreateModelEntityOperator(BaseOperator):
+class AtlasCreateModelEntityOperator(DeploymentLineageMixin, BaseOperator):
     """Make sure the `model` type exists (create or upgrade it), then create or update the deployment's
     entity.
 
     The entity's identity is its qualifiedName (`<name>-v<version>@<host:port>`): Atlas's bulk API updates
     an entity with the same qualifiedName, so a rerun never makes a second one. The archived files are
     registered as `hdfs_path` entities linked from it, and the deployment it replaces at the same target
-    is marked superseded (see `model_governance.atlas.register`). Returns the entity's guid,
-    qualifiedName and web page.
+    is marked superseded (see `model_governance.atlas.register`). With `DEPLOYMENTS_ALIAS` among its
+    outlets, it then adds the deployment's Asset events (see `model_governance.assets`). Returns the
+    entity's guid, qualifiedName and web page.
 
     :param document: the deployment document the deploy step returned (XCom).
     :param atlas_conn_id: the Atlas connection (templated).
@@ -33,6 +35,7 @@ class AtlasCreateModelEntityOperator(BaseOperator):
     template_fields: Sequence[str] = ("document", "atlas_conn_id")
     operator_extra_links = (AtlasEntityLink(),)
     ui_color = "#f3e8fa"
+    lineage_step = REGISTER
 
     def __init__(self, *, document: Any, atlas_conn_id: str = ATLAS_CONN_ID, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -46,6 +49,11 @@ class AtlasCreateModelEntityOperator(BaseOperator):
         return AtlasHook(self.atlas_conn_id)
 
     def execute(self, context: Any) -> dict[str, Any]:
+        from model_governance.assets import announce_deployment
         from model_governance.atlas.register import register_deployment
 
-        return register_deployment(self.hook, as_document(self.document))
+        doc = as_document(self.document)
+        registered = register_deployment(self.hook, doc)
+        if announce_deployment(context, self.outlets, doc, registered):
+            self.log.info("Asset events added: %s deployed", doc.qualified_name)
+        return registered

@@ -9,9 +9,10 @@ from airflow.sdk import BaseOperator
 
 from model_governance.connections import WEBHDFS_CONN_ID
 from model_governance.operators._args import as_bool, as_document, run_key
+from model_governance.operators._lineage import PUBLISH, DeploymentLineageMixin
 
 
-class PublishToRegistryOperator(BaseOperator):
+class PublishToRegistryOperator(DeploymentLineageMixin, BaseOperator):
     """Verify the run's pending upload; rename it to `<registry>/<model slug>/<version>/` with MANIFEST.json.
 
     Returns the deployment document with the registry location added.
@@ -19,6 +20,7 @@ class PublishToRegistryOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("document", "registry_root", "webhdfs_conn_id", "force")
     ui_color = "#fdf3e1"
+    lineage_step = PUBLISH
 
     def __init__(
         self,
@@ -42,7 +44,7 @@ class PublishToRegistryOperator(BaseOperator):
         registry = Registry.from_root(self.registry_root, self.webhdfs_conn_id)
         info = registry.publish(doc, force=as_bool(self.force, "force"))
         self.log.info("Model registry: %s (%d bytes published by this run)", info.url, info.uploaded_bytes)
-        return doc.with_registry(info).to_json()
+        return self.lineage_output(doc.with_registry(info).to_json())
 
 
 class CleanUpRunOperator(BaseOperator):
