@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, AssetAlias
 
+from model_governance.connections import MLEAP_CONN_ID
 from model_governance.metadata import DeploymentDocument, model_slug
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ def deployment_extra(doc: DeploymentDocument, registered: dict[str, Any]) -> dic
         "qualifiedName": doc.qualified_name,
         "endpoint": deploy.scoring_url or deploy.endpoint_url,  # spark: where the pipeline is published
         "host_type": deploy.host_type,
+        "conn_id": deploy.conn_id,  # the serving connection (microservice)
         "target": deploy.target,
         "deployed_at": deploy.deployed_at,
         "outputs": list(deploy.outputs),
@@ -80,16 +82,16 @@ def announce_deployment(
 
 def smoke_test(extra: dict[str, Any], webhdfs_conn_id: str) -> dict[str, Any]:
     """Score the archived sample request (`samples/leapframe.json`) at the endpoint an asset event names,
-    and check the answer as the deploy step does; what it scored, or why there was nothing to score (a
-    Spark batch deployment, no sample archived). `ModelVerificationError` when the endpoint fails it.
+    through the serving connection the event names, and check the answer as the deploy step does; what it
+    scored, or why there was nothing to score (a Spark batch deployment, no sample archived).
+    `ModelVerificationError` when the endpoint fails it.
 
     :param extra: an asset event's extra (`deployment_extra`).
     :param webhdfs_conn_id: the WebHDFS connection, when the registry is on HDFS.
     """
-    from airflow.providers.http.hooks.http import HttpHook
-
     from model_governance.deploy.verify import SAMPLE_REQUEST, check_scoring, parse_sample
-    from model_governance.exceptions import ModelVerificationError
+    from model_governance.exceptions import InvalidInputError, ModelVerificationError
+    from model_governance.hooks.mleap import MLeapServingHook
     from model_governance.registry import Registry
 
     if extra.get("host_type") != "microservice":
@@ -99,12 +101,15 @@ def smoke_test(extra: dict[str, Any], webhdfs_conn_id: str) -> dict[str, Any]:
     if not registry.store.exists(sample_path):
         return {"qualifiedName": extra["qualifiedName"], "skipped": f"no {SAMPLE_REQUEST} archived"}
     sample = parse_sample(registry.read_bytes(sample_path))
-    # the scoring URL as the event names it (no connection: the deployment's own endpoint)
-    answer = HttpHook(method="POST", http_conn_id="").run(
-        extra["endpoint"],
-        json=sample,
-        headers={"Accept": "application/json"},
-        extra_options={"check_response": False, "timeout": 60},
+    hook = MLeapServingHook(extra.get("conn_id") or MLEAP_CONN_ID)
+    endpoint = extra["endpoint"]
+    if not endpoint.startswith(f"{hook.url}/"):  # the connection was pointed elsewhere since
+        raise InvalidInputError(
+            f"{extra['qualifiedName']}: {endpoint} is not served by connection {hook.mleap_conn_id!r} "
+            f"({hook.url})"
+        )
+    answer = hook.request(
+        "POST", endpoint.removeprefix(hook.url), json=sample, headers={"Accept": "application/json"}
     )
     if answer.status_code != 200:
         raise ModelVerificationError(

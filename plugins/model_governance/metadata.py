@@ -302,6 +302,7 @@ class DeployFacts:
     unchanged: bool = False  # already serving exactly this bundle: verified, left alone
     inputs: list[str] = field(default_factory=list)  # spark: the datasets the scoring job reads
     outputs: list[str] = field(default_factory=list)  # spark: the datasets it writes
+    conn_id: str = ""  # the serving connection: how a consumer of the deployment reaches its endpoint
 
 
 @dataclass(frozen=True)

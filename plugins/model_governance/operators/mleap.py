@@ -4,6 +4,7 @@ back."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -88,4 +89,5 @@ class MLeapDeployOperator(DeploymentLineageMixin, BaseOperator):
         self.log.info(
             "%s %s at %s (scoring: %s)", verb, doc.deploy_name, deploy.endpoint_url, deploy.scoring_url
         )
+        deploy = replace(deploy, conn_id=self.mleap_conn_id)  # consumers of its Asset event score through it
         return self.lineage_output(doc.with_deploy(deploy).to_json())
