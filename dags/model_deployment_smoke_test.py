@@ -31,13 +31,11 @@ with DAG(
 
     @task
     def score_deployments(triggering_asset_events: Any = None) -> list[dict[str, Any]]:
-        """Every deployment that triggered this run, scored at its endpoint (several may share a run)."""
+        """Every deployment that triggered this run, scored at its endpoint (several may share a run).
+        Asked by the Asset: an event added through an alias is also listed under the alias."""
         from model_governance.assets import smoke_test
 
-        return [
-            smoke_test(event.extra, WEBHDFS_CONN_ID)
-            for events in (triggering_asset_events or {}).values()
-            for event in events
-        ]
+        events = triggering_asset_events[DEPLOYMENTS] if triggering_asset_events else []
+        return [smoke_test(event.extra, WEBHDFS_CONN_ID) for event in events]
 
     score_deployments()

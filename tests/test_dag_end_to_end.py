@@ -29,7 +29,7 @@ TASKS = ["fetch_staging", "push_to_registry", "deploy_model", "register_in_atlas
 
 @pytest.fixture(scope="module")
 def dag():
-    for dag_id in ("model_batch_deployment", "model_redeploy"):  # every DAG file loads
+    for dag_id in ("model_batch_deployment", "model_redeploy", "model_deployment_smoke_test"):  # every DAG file loads
         load_dag(dag_id)
     return load_dag("model_deployment")
 

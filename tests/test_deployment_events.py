@@ -25,12 +25,9 @@ for dag_id, model in (("watch_rental_pricing", "rental pricing prediction"), ("w
     with DAG(dag_id=dag_id, schedule=[model_deployments(model)], catchup=False) as dag:
 
         @task
-        def seen(triggering_asset_events=None):
-            return [
-                {"asset": asset.name, **event.extra}
-                for asset, events in triggering_asset_events.items()
-                for event in events
-            ]
+        def seen(triggering_asset_events=None, model=model):
+            asset = model_deployments(model)
+            return [{"asset": asset.name, **event.extra} for event in triggering_asset_events[asset]]
 
         seen()
     globals()[dag_id] = dag
