@@ -43,13 +43,15 @@ def test_batch_deployment_scores_and_records_lineage(devstack, airflow_db, tmp_p
     entity = atlas(devstack, f"/entity/guid/{registered['guid']}")["entity"]
     assert entity["attributes"]["deploy.host.type"] == "spark" and entity["attributes"]["hostType"] == "spark"
     names = lambda refs: [atlas(devstack, f"/entity/guid/{r['guid']}")["entity"]["attributes"]["qualifiedName"] for r in refs]  # noqa: E731
-    assert names(entity["attributes"]["inputs"]) == [f"file://{INPUT}"]
+    # the inputs: the archived training data, then the datasets the job read
+    training = "hdfs://127.0.0.1:8020/model-registry/rental-pricing-batch/1.0/trainingdata/listings_sample.csv@primary"
+    assert names(entity["attributes"]["inputs"]) == [training, f"file://{INPUT}"]
     assert names(entity["attributes"]["outputs"]) == [f"file://{output}"]
     lineage = atlas(devstack, f"/lineage/{registered['guid']}", direction="BOTH", depth=3)
     by_guid = {guid: header["attributes"]["qualifiedName"] for guid, header in lineage["guidEntityMap"].items()}
     edges = {(by_guid[r["fromEntityId"]], by_guid[r["toEntityId"]]) for r in lineage["relations"]}
     model = entity["attributes"]["qualifiedName"]
-    assert edges == {(f"file://{INPUT}", model), (model, f"file://{output}")}
+    assert edges == {(training, model), (f"file://{INPUT}", model), (model, f"file://{output}")}
 
 
 def test_a_rerun_rewrites_the_output_and_keeps_one_entity(devstack, airflow_db, tmp_path):
@@ -102,7 +104,9 @@ def test_hive_tables_are_lineage_ends_as_atlas_hive_hook_registered_them(devstac
     by_guid = {guid: (header["typeName"], header["attributes"]["qualifiedName"]) for guid, header in lineage["guidEntityMap"].items()}
     edges = {(by_guid[r["fromEntityId"]], by_guid[r["toEntityId"]]) for r in lineage["relations"]}
     model = ("model", "rental-pricing-batch-v1.0@yarn")
-    assert edges == {(("hive_table", "sales.listings@primary"), model), (model, ("hdfs_path", "hdfs://nn:8020/scores/rental@primary"))}
+    training = ("fs_path", f"{info.url}/trainingdata/listings_sample.csv")  # a registry in a local folder: fs_path
+    assert edges == {(training, model), (("hive_table", "sales.listings@primary"), model),
+                     (model, ("hdfs_path", "hdfs://nn:8020/scores/rental@primary"))}
 
     # a table Atlas does not know is a clear error naming it
     facts = DeployFacts(**{**facts.__dict__, "inputs": ["hive:sales.unknown"]})

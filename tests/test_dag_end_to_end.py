@@ -29,7 +29,7 @@ TASKS = ["fetch_staging", "push_to_registry", "deploy_model", "register_in_atlas
 
 @pytest.fixture(scope="module")
 def dag():
-    for dag_id in ("model_batch_deployment", "model_redeploy"):  # every DAG file loads
+    for dag_id in ("model_batch_deployment", "model_redeploy", "model_deployment_smoke_test"):  # every DAG file loads
         load_dag(dag_id)
     return load_dag("model_deployment")
 
@@ -137,6 +137,11 @@ def test_deploys_archives_and_registers_the_example(dag, airflow_db, devstack):
     # ISO-8601 in UTC, not the seed's local 'yyyy-MM-dd_HH:mm:ssEST'
     assert attrs["deploy.datetime"].endswith("+00:00")
     assert attrs["deployTime"] > 0
+    # Atlas's lineage: the archived training data -> the deployment
+    lineage = atlas_get(devstack, f"/lineage/{entity['guid']}", direction="BOTH", depth=3).json()
+    names = {guid: header["attributes"]["qualifiedName"] for guid, header in lineage["guidEntityMap"].items()}
+    training = f"{registry_fs(devstack)}{version}/trainingdata/listings_sample.csv@primary"
+    assert {(names[r["fromEntityId"]], names[r["toEntityId"]]) for r in lineage["relations"]} == {(training, qualified_name)}
 
     # XCom carries the document as plain JSON, and no secret
     xcom = dr.get_task_instance("deploy_model").xcom_pull(task_ids="deploy_model")

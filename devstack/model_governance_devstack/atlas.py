@@ -953,27 +953,53 @@ class AtlasStandIn:
         lineage_of = {e["typeName"]} | self._info(e["typeName"])["supers"]
         if not lineage_of & {"DataSet", "Process"}:
             raise AtlasError("INVALID_LINEAGE_ENTITY_TYPE", guid, e["typeName"])
-        entities, relations = {guid: self._header(guid)}, {}
+        # As Atlas's lineage queries walk it: whole hops dataset -> process -> dataset, so a process with no
+        # dataset on its far side is not lineage of the datasets it touches (real Atlas 2.1: from the input of
+        # a process without outputs, the lineage is empty, base entity included); from a process, its own
+        # inputs/outputs first, then whole hops from them.
+        edges = []  # (relationship guid, source, target)
+        for rg, r in self.rels.items():
+            kind = LINEAGE_RELS.get(r["typeName"])
+            if kind is not None and r["status"] == "ACTIVE":
+                process, dataset = r["end1"], r["end2"]
+                edges.append((rg, *((dataset, process) if kind == "in" else (process, dataset))))
+        relations: dict[str, dict[str, Any]] = {}
+
+        def add(rg: str, source: str, target: str) -> None:
+            relations[rg] = {"fromEntityId": source, "toEntityId": target, "relationshipId": rg}
+
         for downstream in [d for d in (False, True) if direction in ("BOTH", ("OUTPUT" if d else "INPUT"))]:
-            frontier, seen = {guid}, {guid}
-            for _ in range(max(depth, 0) * 2 if "DataSet" in lineage_of else max(depth, 0) * 2 - 1):
-                nxt = set()
-                for rg, r in self.rels.items():
-                    kind = LINEAGE_RELS.get(r["typeName"])
-                    if kind is None or r["status"] != "ACTIVE":
-                        continue
-                    process, dataset = r["end1"], r["end2"]
-                    source, target = (dataset, process) if kind == "in" else (process, dataset)
-                    node, step = (source, target) if downstream else (target, source)
-                    if node in frontier:
-                        relations[rg] = {"fromEntityId": source, "toEntityId": target, "relationshipId": rg}
-                        if step not in seen:
-                            nxt.add(step)
-                            seen.add(step)
-                            entities[step] = self._header(step)
-                frontier = nxt
-        return {"baseEntityGuid": guid, "lineageDirection": direction, "lineageDepth": depth, "guidEntityMap": entities,
-                "relations": list(relations.values())}
+            def nexts(node: str) -> list[tuple[str, str]]:  # (relationship, the node one step on)
+                return [(rg, t if downstream else s) for rg, s, t in edges if (s if downstream else t) == node]
+
+            def add_step(rg: str, node: str, step: str) -> None:
+                add(rg, *((node, step) if downstream else (step, node)))
+
+            datasets = {guid}
+            hops = max(depth, 0)
+            if "DataSet" not in lineage_of:  # a process: its own datasets on that side
+                datasets = set()
+                for rg, dataset in nexts(guid):
+                    add_step(rg, guid, dataset)
+                    datasets.add(dataset)
+                hops -= 1
+            seen = set(datasets)
+            for _ in range(max(hops, 0)):
+                reached = set()
+                for dataset in datasets:
+                    for rg1, process in nexts(dataset):
+                        for rg2, far in nexts(process):
+                            add_step(rg1, dataset, process)
+                            add_step(rg2, process, far)
+                            if far not in seen:
+                                seen.add(far)
+                                reached.add(far)
+                datasets = reached
+        touched = {guid} if relations or "DataSet" not in lineage_of else set()
+        for r in relations.values():
+            touched |= {r["fromEntityId"], r["toEntityId"]}
+        return {"baseEntityGuid": guid, "lineageDirection": direction, "lineageDepth": depth,
+                "guidEntityMap": {g: self._header(g) for g in touched}, "relations": list(relations.values())}
 
 
 class _Handler(StandInHandler):

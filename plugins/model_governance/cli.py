@@ -221,6 +221,12 @@ def cmd_trace(args: argparse.Namespace) -> int:
         ["ROLE", "LOCATION", "SHA256"],
         indent="    ",
     )
+    print("  lineage inputs (Atlas lineage: these -> this deployment):")
+    print_table(
+        [[i["typeName"], i[s.QUALIFIED_NAME]] for i in result.lineage_inputs],
+        ["TYPE", "QUALIFIED NAME"],
+        indent="    ",
+    )
     if result.superseded:
         print("  superseded:")
         rows = [[old[s.QUALIFIED_NAME], old.get(s.DEPLOY_DATETIME, "")] for old in result.superseded]

@@ -88,6 +88,7 @@ def deployment_steps(
     :param webhdfs_conn_id: the WebHDFS connection.
     :param atlas_conn_id: the Atlas connection.
     """
+    from model_governance.assets import DEPLOYMENTS_ALIAS
     from model_governance.operators.atlas import AtlasCreateModelEntityOperator
     from model_governance.operators.fetch import FetchStagingOperator
     from model_governance.operators.registry import CleanUpRunOperator, PublishToRegistryOperator
@@ -114,6 +115,7 @@ def deployment_steps(
         atlas_conn_id=atlas_conn_id,
         registry_root=registry_root,  # the `deployed` event, written while the run holds the model's lock
         webhdfs_conn_id=webhdfs_conn_id,
+        outlets=[DEPLOYMENTS_ALIAS],  # the deployment's Asset events (model_governance.assets)
     )
     # Drops the pending upload and releases the model's deployment lock after every step, whichever failed
     # (ALL_DONE: a lock taken by a fetch that then failed is released too). As a teardown it does not turn

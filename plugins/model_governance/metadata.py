@@ -34,6 +34,7 @@ REQUIRED_KEYS = (
 )
 ENDPOINT_KEY = "model.microservice.endpoint"
 EXECUTABLE_KEY = "model.executable"
+TRAINING_DATA_DIR = "trainingdata"  # the staged folder's training data: the deployment's lineage inputs
 
 # Versions and endpoints become path segments (registry folders, serving URLs): keep them plain.
 _VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
@@ -301,6 +302,7 @@ class DeployFacts:
     unchanged: bool = False  # already serving exactly this bundle: verified, left alone
     inputs: list[str] = field(default_factory=list)  # spark: the datasets the scoring job reads
     outputs: list[str] = field(default_factory=list)  # spark: the datasets it writes
+    conn_id: str = ""  # the serving connection: how a consumer of the deployment reaches its endpoint
     # the deployments Atlas showed serving at the target when the deploy step looked (guid and attributes,
     # as a search returns them): what the register step supersedes without asking again; None: not looked
     serving: list[dict[str, Any]] | None = None
@@ -352,6 +354,11 @@ class DeploymentDocument:
     @property
     def executable_entry(self) -> ManifestEntry:
         return next(entry for entry in self.manifest if entry.path == self.executable)
+
+    @property
+    def training_data(self) -> tuple[ManifestEntry, ...]:
+        """The training data files (under `trainingdata/`): what lineage names as the deployment's inputs."""
+        return tuple(e for e in self.manifest if e.path.startswith(f"{TRAINING_DATA_DIR}/"))
 
     def with_registry(self, registry: RegistryInfo) -> DeploymentDocument:
         return replace(self, registry=registry)

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from model_governance.atlas import schema as s
-from model_governance.metadata import DeploymentDocument
+from model_governance.metadata import TRAINING_DATA_DIR, DeploymentDocument
 
 
 def reference(entity: dict[str, Any]) -> dict[str, Any]:
@@ -43,6 +43,11 @@ def artifact_entities(doc: DeploymentDocument, cluster_name: str) -> list[dict[s
             attributes[s.CLUSTER_NAME] = cluster_name
         entities.append({"typeName": s.HDFS_PATH if on_hdfs else s.FS_PATH, "attributes": attributes})
     return entities
+
+
+def is_training_data(artifact: dict[str, Any]) -> bool:
+    """Whether an entity of `artifact_entities` is an archived training data file."""
+    return artifact["attributes"][s.NAME].startswith(f"{TRAINING_DATA_DIR}/")
 
 
 def dataset_reference(location: str, cluster_name: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -126,8 +131,13 @@ def model_entity(
     attributes.update(lifecycle_attributes(doc))
     if event_log_head:
         attributes[s.EVENT_LOG_HEAD] = event_log_head
-    if deploy.inputs or deploy.outputs:  # batch scoring: lineage input -> model -> output
-        attributes[s.INPUTS] = [dataset_reference(location, cluster_name)[0] for location in deploy.inputs]
+    # Lineage: the archived training data -> the deployment (-> batch scoring's output), so Atlas's lineage
+    # graph answers "trained on what". The training files are the artifacts registered for this version.
+    training = [reference(a) for a in artifacts or [] if is_training_data(a)]
+    batch_inputs = [dataset_reference(location, cluster_name)[0] for location in deploy.inputs]
+    if training or batch_inputs:
+        attributes[s.INPUTS] = training + batch_inputs
+    if deploy.outputs:
         attributes[s.OUTPUTS] = [dataset_reference(location, cluster_name)[0] for location in deploy.outputs]
     entity: dict[str, Any] = {"typeName": s.MODEL_TYPE, "attributes": attributes}
     if artifacts:

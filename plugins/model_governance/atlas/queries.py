@@ -356,9 +356,15 @@ class Trace:
     deployment: dict[str, Any]
     artifacts: list[dict[str, Any]]  # role, path, location, sha256
     superseded: list[dict[str, Any]]
+    lineage_inputs: list[dict[str, Any]]  # guid, typeName, qualifiedName: Atlas lineage's inputs
 
     def to_json(self) -> dict[str, Any]:
-        return {"deployment": self.deployment, "artifacts": self.artifacts, "superseded": self.superseded}
+        return {
+            "deployment": self.deployment,
+            "artifacts": self.artifacts,
+            "superseded": self.superseded,
+            "lineage_inputs": self.lineage_inputs,
+        }
 
 
 def artifact_role(path: str) -> str:
@@ -418,7 +424,7 @@ def trace(hook: AtlasHook, ref: str) -> Trace:
     )
     superseded = [{"guid": e["guid"], **e.get("attributes", {})} for e in answer.get("entities") or []]
     deployment = {"guid": entity["guid"], "status": entity.get("status"), **attributes}
-    return Trace(deployment, artifacts, superseded)
+    return Trace(deployment, artifacts, superseded, lineage_inputs(hook, entity["guid"]))
 
 
 # -- what served when: a target's deployments in time order ----------------------------------------------
@@ -582,3 +588,23 @@ def latest_event_log_head(hook: AtlasHook, model_name: str) -> tuple[str, str] |
         if len(entities) < HISTORY_PAGE:
             return None
         offset += HISTORY_PAGE
+
+
+def lineage_inputs(hook: AtlasHook, guid: str) -> list[dict[str, Any]]:
+    """The datasets Atlas's lineage graph shows as a deployment's inputs (training data; a batch job's
+    inputs), asked of Atlas's lineage API: what its UI draws, not what the entity was sent."""
+    graph = hook.get_lineage(guid, direction="INPUT", depth=1)
+    headers = graph.get("guidEntityMap") or {}
+    found = []
+    for relation in graph.get("relations") or []:
+        if relation.get("toEntityId") != guid or relation.get("fromEntityId") not in headers:
+            continue
+        header = headers[relation["fromEntityId"]]
+        found.append(
+            {
+                "guid": header.get("guid", relation["fromEntityId"]),
+                "typeName": header.get("typeName"),
+                s.QUALIFIED_NAME: (header.get("attributes") or {}).get(s.QUALIFIED_NAME),
+            }
+        )
+    return sorted(found, key=lambda item: str(item[s.QUALIFIED_NAME]))

@@ -167,6 +167,15 @@ class AtlasHook(RestHook):
         """
         return self.request("GET", f"/entity/guid/{guid}")
 
+    def get_lineage(self, guid: str, direction: str = "BOTH", depth: int = 3) -> dict[str, Any]:
+        """`GET /lineage/{guid}`: the entities (`guidEntityMap`) and edges (`relations`) around an entity.
+
+        :param guid: the DataSet's or Process's guid.
+        :param direction: INPUT, OUTPUT or BOTH.
+        :param depth: how many processes away to walk.
+        """
+        return self.request("GET", f"/lineage/{guid}", params={"direction": direction, "depth": depth})
+
     def search_basic(self, query: dict[str, Any]) -> dict[str, Any]:
         """`POST /search/basic`.
 

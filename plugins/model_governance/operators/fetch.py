@@ -13,6 +13,7 @@ from airflow.sdk import BaseOperator
 from model_governance.connections import WEBHDFS_CONN_ID
 from model_governance.exceptions import InvalidInputError
 from model_governance.operators._args import as_bool, run_key
+from model_governance.operators._lineage import FETCH, DeploymentLineageMixin
 
 HOST_TYPES = ("microservice", "spark")
 
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from model_governance.validation import Validation
 
 
-class FetchStagingOperator(BaseOperator):
+class FetchStagingOperator(DeploymentLineageMixin, BaseOperator):
     """Fetch `staging` into a private working folder, validate it, upload it to `<registry>/.pending/<run>/`.
 
     Returns the deployment document (model metadata, source, manifest) for the next steps. Nothing of the
@@ -34,6 +35,7 @@ class FetchStagingOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("staging", "registry_root", "webhdfs_conn_id", "host_type", "force")
     ui_color = "#e8f4fa"
+    lineage_step = FETCH
 
     def __init__(
         self,
@@ -113,7 +115,7 @@ class FetchStagingOperator(BaseOperator):
             requested_by=requested_by(context),
             validation=validation,
         )
-        return doc.to_json()
+        return self.lineage_output(doc.to_json())
 
 
 def recorded_validation(folder: Path, log: Logger) -> Validation | None:

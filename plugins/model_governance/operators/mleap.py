@@ -4,6 +4,7 @@ back."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -11,12 +12,13 @@ from airflow.sdk import BaseOperator
 
 from model_governance.connections import ATLAS_CONN_ID, MLEAP_CONN_ID, WEBHDFS_CONN_ID
 from model_governance.operators._args import as_bool, as_document
+from model_governance.operators._lineage import DEPLOY, DeploymentLineageMixin
 
 if TYPE_CHECKING:
     from model_governance.hooks.mleap import MLeapServingHook
 
 
-class MLeapDeployOperator(BaseOperator):
+class MLeapDeployOperator(DeploymentLineageMixin, BaseOperator):
     """Put the published bundle where the server reads it, load it, confirm it serves, and score the sample.
 
     The bundle comes from the registry (the archived bytes, checked against the manifest's sha256), not
@@ -43,6 +45,7 @@ class MLeapDeployOperator(BaseOperator):
         "skip_current",
     )
     ui_color = "#e9f7ec"
+    lineage_step = DEPLOY
 
     def __init__(
         self,
@@ -86,4 +89,5 @@ class MLeapDeployOperator(BaseOperator):
         self.log.info(
             "%s %s at %s (scoring: %s)", verb, doc.deploy_name, deploy.endpoint_url, deploy.scoring_url
         )
-        return doc.with_deploy(deploy).to_json()
+        deploy = replace(deploy, conn_id=self.mleap_conn_id)  # consumers of its Asset event score through it
+        return self.lineage_output(doc.with_deploy(deploy).to_json())

@@ -9,9 +9,10 @@ from airflow.sdk import BaseOperator
 
 from model_governance.connections import WEBHDFS_CONN_ID
 from model_governance.operators._args import as_bool, as_document, run_key
+from model_governance.operators._lineage import PUBLISH, DeploymentLineageMixin
 
 
-class PublishToRegistryOperator(BaseOperator):
+class PublishToRegistryOperator(DeploymentLineageMixin, BaseOperator):
     """Verify the run's pending upload; rename it to `<registry>/<model slug>/<version>/` with MANIFEST.json.
 
     Returns the deployment document with the registry location added.
@@ -19,6 +20,7 @@ class PublishToRegistryOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("document", "registry_root", "webhdfs_conn_id", "force")
     ui_color = "#fdf3e1"
+    lineage_step = PUBLISH
 
     def __init__(
         self,
@@ -50,7 +52,7 @@ class PublishToRegistryOperator(BaseOperator):
         if info.uploaded_bytes or (retried and registry.published_by(doc) == doc.run_id):
             eventlog.record_archived(registry, doc)
             self.log.info("Event log: archived %s %s", doc.model.name, doc.model.version)
-        return doc.to_json()
+        return self.lineage_output(doc.to_json())
 
 
 class CleanUpRunOperator(BaseOperator):

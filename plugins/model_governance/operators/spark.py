@@ -15,12 +15,13 @@ from airflow.sdk import BaseOperator
 
 from model_governance.connections import SPARK_CONN_ID, WEBHDFS_CONN_ID
 from model_governance.operators._args import as_document, run_key
+from model_governance.operators._lineage import SPARK_PUBLISH, SPARK_SCORE, DeploymentLineageMixin
 
 if TYPE_CHECKING:
     from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
 
 
-class SparkPublishPipelineOperator(BaseOperator):
+class SparkPublishPipelineOperator(DeploymentLineageMixin, BaseOperator):
     """Publish the archived Spark ML pipeline, verified, to `<models_root>/<model slug>/<version>/`, where
     batch jobs load it (the Spark connection's extra `models_root`: `hdfs:///<path>` through the WebHDFS
     connection, or a folder the cluster reads). Returns the deployment document with the deploy facts:
@@ -42,6 +43,7 @@ class SparkPublishPipelineOperator(BaseOperator):
         "webhdfs_conn_id",
     )
     ui_color = "#fdf0e0"
+    lineage_step = SPARK_PUBLISH
 
     def __init__(
         self,
@@ -99,10 +101,10 @@ class SparkPublishPipelineOperator(BaseOperator):
             inputs=inputs,
             outputs=[output],
         )
-        return doc.with_deploy(deploy).to_json()
+        return self.lineage_output(doc.with_deploy(deploy).to_json())
 
 
-class SparkBatchScoreOperator(BaseOperator):
+class SparkBatchScoreOperator(DeploymentLineageMixin, BaseOperator):
     """Score the deployment's input datasets with its published pipeline: the scoring job submitted the
     standard way, with the Spark provider's `SparkSubmitHook` on the Spark connection. A rerun rewrites
     the deployment's own output. Returns the deployment document unchanged, for the register step.
@@ -113,6 +115,7 @@ class SparkBatchScoreOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("document", "spark_conn_id")
     ui_color = "#fde6cf"
+    lineage_step = SPARK_SCORE
 
     def __init__(self, *, document: Any, spark_conn_id: str = SPARK_CONN_ID, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -151,4 +154,4 @@ class SparkBatchScoreOperator(BaseOperator):
                 doc.deploy_name,
                 doc.deploy.outputs[0],
             )
-        return doc.to_json()
+        return self.lineage_output(doc.to_json())
