@@ -47,7 +47,7 @@ def stack(postgres, tmp_path_factory):
             assert run["state"] == "success", (airflow.task_states("model_deployment", run_id), airflow.logs())
             xcom = airflow.api("GET", f"/dags/model_deployment/dagRuns/{run_id}/taskInstances/register_in_atlas/xcomEntries/return_value").json()
             guid = xcom["value"]["guid"]
-            entity = atlas_call(devstack.connections["atlas_default"], "GET", f"/api/atlas/v2/entity/guid/{guid}").json()["entity"]
+            entity = atlas_call(devstack.connections["atlas_default"], "GET", f"/entity/guid/{guid}").json()["entity"]
             yield SimpleNamespace(airflow=airflow, devstack=devstack, run_id=run_id, guid=guid, entity=entity,
                                   atlas_url=xcom["value"]["url"])
 
@@ -148,7 +148,7 @@ def browser():
 
 def test_the_view_in_chromium_shows_the_deployment_and_its_trace(stack, browser, tmp_path):
     attributes = stack.entity["attributes"]
-    page = browser.new_page(viewport={"width": 1800, "height": 1000}, device_scale_factor=2)
+    page = browser.new_page(viewport={"width": 1920, "height": 1000}, device_scale_factor=2)
     sign_in(page, stack.airflow, VIEWER, VIEWER_PASSWORD)
     # the button on Airflow's navigation bar opens the view inside Airflow's page
     page.get_by_role("link", name="Model deployments").first.click()

@@ -54,5 +54,7 @@ def login_url(request: Request) -> str:
     """The auth manager's login page, coming back to this page once signed in."""
     from airflow.api_fastapi.app import get_auth_manager
 
-    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    raw_path = request.scope.get("raw_path")  # as the browser sent it: a run id's `%2B` stays encoded
+    path = raw_path.decode("latin-1") if raw_path else request.url.path
+    here = path + (f"?{request.url.query}" if request.url.query else "")
     return get_auth_manager().get_url_login(next_url=here)

@@ -32,7 +32,7 @@ STYLE = """
 :root { color-scheme: light; --ink: #1f2933; --muted: #616e7c; --line: #d9e2ec; --head: #f0f4f8;
         --accent: #0b63a6; --ok: #17753a; --ended: #7b8794; --bad: #b42318; }
 * { box-sizing: border-box; }
-body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
        color: var(--ink); margin: 0; padding: 20px 24px; background: #fff; }
 h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 24px 0 8px; }
 p.lead { color: var(--muted); margin: 0 0 16px; }
@@ -43,9 +43,10 @@ th { background: var(--head); font-weight: 600; white-space: nowrap; }
 td.mono, code { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 13px; }
 td.sha { word-break: break-all; }
 table.facts th { width: 200px; background: none; color: var(--muted); font-weight: 500; }
-.status { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 13px; font-weight: 600;
-          color: #fff; background: var(--ended); }
-.status.deployed { background: var(--ok); }
+table.deployments td { white-space: nowrap; } table.deployments td.wrap { white-space: normal; }
+.status { display: inline-block; padding: 0 8px; border-radius: 10px; font-weight: 600;
+          color: var(--ended); background: #f5f7fa; border: 1px solid var(--ended); }
+.status.deployed { color: var(--ok); background: #edf9f0; border-color: var(--ok); }
 form.filters { display: flex; flex-wrap: wrap; gap: 8px 14px; align-items: flex-end; margin: 0 0 14px;
                padding: 12px; background: var(--head); border-radius: 6px; }
 form.filters label { display: flex; flex-direction: column; font-size: 12px; color: var(--muted); }
@@ -124,8 +125,16 @@ def page(title: str, body: str) -> str:
 def table(header: Iterable[str], rows: Iterable[Iterable[str]], css: str = "") -> str:
     """A table whose cells are already HTML (each built with `esc`/`link`)."""
     head = "".join(f"<th>{esc(title)}</th>" for title in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(_td(cell) for cell in row) + "</tr>" for row in rows)
     return f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+class Wrap(str):
+    """A cell whose text may wrap in a table that otherwise keeps each row on one line."""
+
+
+def _td(cell: str) -> str:
+    return f'<td class="wrap">{cell}</td>' if isinstance(cell, Wrap) else f"<td>{cell}</td>"
 
 
 class Urls:
@@ -214,8 +223,8 @@ def deployments_page(
             link(row.get(s.ENDPOINT_URL), row.get(s.ENDPOINT_URL), target="_blank"),
             status_badge(row.get(s.DEPLOY_STATUS)),
             esc(row.get(s.REQUESTED_BY)),
-            esc(row.get(s.APPROVED_BY)),
-            run_link(urls, row),
+            Wrap(esc(row.get(s.APPROVED_BY))),
+            Wrap(run_link(urls, row)),
         ]
         for row in rows
     ]
