@@ -181,6 +181,7 @@ def test_the_view_in_chromium_shows_the_deployment_and_its_trace(stack, browser,
     assert history.count() == 1 and "(this one)" in history.first.inner_text()
     facts = frame.locator("table.facts").inner_text()
     assert "Greg Keys" in facts and attributes["serializedObjectSha256"] in facts
+    assert "1970-01-01" not in facts  # Atlas's 0 for an unset date (approvedAt, endedAt) is not shown as a time
     if attributes.get("requestedBy"):  # the user who triggered the run, once the fetch step records it
         assert attributes["requestedBy"] in facts
     png = page.screenshot(full_page=True)

@@ -213,7 +213,7 @@ def deployments_page(
     header += ["Endpoint", "Status", "Requested by", "Approved by", "Airflow run"]
     cells = [
         [
-            esc(row.get(s.DEPLOY_DATETIME) or when(row.get(s.DEPLOY_TIME))),
+            esc(when(first(row, (s.DEPLOY_DATETIME, s.DEPLOY_TIME)))),
             deployment_link(urls, row),
             esc(row.get(s.MODEL_NAME) or row.get(s.MODEL_NAME_SEED)),
             esc(row.get(s.MODEL_VERSION) or row.get(s.MODEL_VERSION_SEED)),
@@ -275,8 +275,17 @@ FACTS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+# Atlas `date` attributes: an unset one reads back as 0 (the type's default), not as missing
+DATES = frozenset({s.DEPLOY_TIME, s.APPROVED_AT, s.ENDED_AT})
+
+
 def first(row: Mapping[str, Any], keys: Iterable[str]) -> Any:
-    return next((row[k] for k in keys if row.get(k) not in (None, "")), None)
+    """The first of the attributes that is set."""
+    for key in keys:
+        value = row.get(key)
+        if value not in (None, "") and not (key in DATES and value == 0):
+            return value
+    return None
 
 
 def trace_page(
@@ -335,7 +344,7 @@ def trace_page(
             ["Deployed (UTC)", "Deployment", "Version", "Status", "Superseded by", "Airflow run"],
             (
                 [
-                    esc(h.get(s.DEPLOY_DATETIME) or when(h.get(s.DEPLOY_TIME))),
+                    esc(when(first(h, (s.DEPLOY_DATETIME, s.DEPLOY_TIME)))),
                     esc(h.get(s.QUALIFIED_NAME)) + " (this one)"
                     if h.get("guid") == d["guid"]
                     else deployment_link(urls, h),
