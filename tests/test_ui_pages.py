@@ -79,3 +79,18 @@ def test_no_atlas_connection_gives_a_page_naming_it(client, monkeypatch):
     answer = client.get("/deployments")
     assert answer.status_code == 503, answer.text
     assert "Airflow has no connection &#x27;atlas_default&#x27;" in answer.text and "Traceback" not in answer.text
+
+
+def test_loading_the_plugin_imports_no_web_framework():
+    """Every Airflow process (each task too) loads plugins; only the api-server serves the view."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import PLUGINS
+
+    code = "import sys, model_governance_plugin; print([m for m in ('fastapi', 'starlette', 'model_governance.ui.app') if m in sys.modules])"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PLUGINS), str(PLUGINS.parent / "devstack")])}
+    answer = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert answer.returncode == 0, answer.stderr[-2000:]
+    assert answer.stdout.strip().splitlines()[-1] == "[]"

@@ -1,19 +1,39 @@
 """The "Model deployments" view inside Airflow's UI: a FastAPI app (`app.py`) mounted by the plugin,
-server-rendered pages (`pages.py`), Airflow's own authentication on every page (`auth.py`)."""
+server-rendered pages (`pages.py`), Airflow's own authentication on every page (`auth.py`).
+
+Every Airflow process loads plugins (scheduler, DAG processor, each task), and only the api-server serves
+the app: this module imports neither FastAPI nor the app, which is built on its first request.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from model_governance.ui.app import URL_PREFIX, create_app
-
+URL_PREFIX = "/model-governance"
 NAV_ROUTE = "model-deployments"
 RUN_ROUTE = "model-deployment"
 
 
+class LazyApp:
+    """An ASGI app that builds the view's FastAPI app (`app.create_app`) when the first request comes."""
+
+    def __init__(self) -> None:
+        self._app: Any = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if self._app is None:
+            from model_governance.ui.app import create_app
+
+            self._app = create_app()
+        await self._app(scope, receive, send)
+
+    def __repr__(self) -> str:
+        return "model_governance.ui.app.create_app()"
+
+
 def fastapi_apps() -> list[dict[str, Any]]:
     """The app, as `AirflowPlugin.fastapi_apps` takes it."""
-    return [{"app": create_app(), "url_prefix": URL_PREFIX, "name": "Model deployments"}]
+    return [{"app": LazyApp(), "url_prefix": URL_PREFIX, "name": "Model deployments"}]
 
 
 def external_views() -> list[dict[str, Any]]:

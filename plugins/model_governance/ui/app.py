@@ -24,13 +24,12 @@ from model_governance.atlas import schema as s
 from model_governance.atlas.queries import epoch_millis, list_deployments, trace
 from model_governance.connections import ATLAS_CONN_ID
 from model_governance.exceptions import AtlasError
-from model_governance.ui import pages
+from model_governance.ui import URL_PREFIX, pages
 from model_governance.ui.auth import NotAllowed, NotSignedIn, login_url, signed_in_user
 
 if TYPE_CHECKING:
     from model_governance.hooks.atlas import AtlasHook
 
-URL_PREFIX = "/model-governance"
 FILTER_KEYS = ("owner", "lob", "name", "version", "host_type", "endpoint", "status", "since", "until")
 MAX_LIMIT = 1000
 HISTORY_LIMIT = 1000
