@@ -37,7 +37,7 @@ body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu San
 h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 24px 0 8px; }
 p.lead { color: var(--muted); margin: 0 0 16px; }
 a { color: var(--accent); text-decoration: none; } a:hover { text-decoration: underline; }
-table { border-collapse: collapse; width: 100%; margin: 4px 0 12px; }
+table { border-collapse: collapse; width: 100%; margin: 4px 0 12px; } .scroll { overflow-x: auto; }
 th, td { border-bottom: 1px solid var(--line); padding: 6px 10px; text-align: left; vertical-align: top; }
 th { background: var(--head); font-weight: 600; white-space: nowrap; }
 td.mono, code { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 13px; }
@@ -126,7 +126,10 @@ def table(header: Iterable[str], rows: Iterable[Iterable[str]], css: str = "") -
     """A table whose cells are already HTML (each built with `esc`/`link`)."""
     head = "".join(f"<th>{esc(title)}</th>" for title in header)
     body = "".join("<tr>" + "".join(_td(cell) for cell in row) + "</tr>" for row in rows)
-    return f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return (
+        f'<div class="scroll"><table class="{css}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>"
+    )
 
 
 class Wrap(str):
@@ -209,13 +212,13 @@ def deployments_page(
     heading: str = TITLE,
     form: bool = True,
 ) -> str:
-    header = ["Deployed (UTC)", "Deployment", "Model", "Version", "Owner", "Line of business", "Host type"]
+    # the model's name is in the deployment's (as in the CLI's table): one column less to fit the frame
+    header = ["Deployed (UTC)", "Deployment", "Version", "Owner", "Line of business", "Host type"]
     header += ["Endpoint", "Status", "Requested by", "Approved by", "Airflow run"]
     cells = [
         [
             esc(when(first(row, (s.DEPLOY_DATETIME, s.DEPLOY_TIME)))),
             deployment_link(urls, row),
-            esc(row.get(s.MODEL_NAME) or row.get(s.MODEL_NAME_SEED)),
             esc(row.get(s.MODEL_VERSION) or row.get(s.MODEL_VERSION_SEED)),
             esc(row.get(s.OWNER) or row.get(s.MODEL_OWNER)),
             esc(row.get(s.OWNER_LOB) or row.get(s.MODEL_OWNER_LOB)),
