@@ -151,7 +151,7 @@ def test_the_view_in_chromium_shows_the_deployment_and_its_trace(stack, browser,
     page = browser.new_page(viewport={"width": 1920, "height": 1000}, device_scale_factor=2)
     sign_in(page, stack.airflow, VIEWER, VIEWER_PASSWORD)
     # the button on Airflow's navigation bar opens the view inside Airflow's page
-    page.get_by_role("link", name="Model deployments").first.click()
+    page.get_by_role("link", name="Model deployments").first.click(timeout=90_000)  # the nav lists plugins once the API answers
     page.wait_for_url(re.compile(r".*/plugin/model-deployments.*"), timeout=60_000)
     frame = page.frame_locator("iframe[title='Model deployments']")
     row = frame.locator("table.deployments tbody tr")
