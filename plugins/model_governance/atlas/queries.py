@@ -44,6 +44,8 @@ FILTERS = {
     "endpoint": (s.ENDPOINT_URL, "="),
     "status": (s.DEPLOY_STATUS, "="),
     "target": (s.DEPLOY_TARGET, "="),
+    "dag_id": (s.DAG_ID, "="),
+    "run_id": (s.DAG_RUN_ID, "="),
     "since": (s.DEPLOY_TIME, ">="),
     "until": (s.DEPLOY_TIME, "<="),
 }
@@ -396,9 +398,11 @@ def find_deployment(hook: AtlasHook, ref: str) -> dict[str, Any]:
                     entity = hook.get_entity_by_guid(hits[0]["guid"])["entity"]
                     break
             else:
-                raise AtlasError(f"no model deployment in Atlas has the guid, qualifiedName or name {ref!r}")
+                raise AtlasError(
+                    f"no model deployment in Atlas has the guid, qualifiedName or name {ref!r}", status=404
+                )
     if entity.get("typeName") != s.MODEL_TYPE:
-        raise AtlasError(f"{ref!r} is a {entity.get('typeName')}, not a model deployment")
+        raise AtlasError(f"{ref!r} is a {entity.get('typeName')}, not a model deployment", status=404)
     return entity
 
 
