@@ -36,7 +36,7 @@ os.environ.update(
 (WORK / "airflow").mkdir()
 sys.path[:0] = [str(PROJECT), str(PROJECT / "plugins")]
 
-from tests.helpers import EXAMPLE_STAGING, stage_variant  # noqa: E402
+from tests.helpers import NO_APPROVAL, EXAMPLE_STAGING, stage_variant  # noqa: E402
 
 MIB = 1024 * 1024
 ONE_TASK_DAG = """
@@ -191,7 +191,7 @@ def bench_deploy() -> dict[str, str]:
         runs = [("cold", str(stage_variant(stack.folder / "staging", version="1.0"))), ("warm", str(EXAMPLE_STAGING))]
         for label, staging in runs:
             start = time.perf_counter()
-            run = dag.test(run_conf={"staging": staging})
+            run = dag.test(run_conf={**NO_APPROVAL, "staging": staging})
             total = time.perf_counter() - start
             assert run.state == "success", run.state
             steps = step_seconds(run)
@@ -207,7 +207,7 @@ def bench_rerun() -> dict[str, str]:
         figures = {}
         for label in ("first deploy", "unchanged redeploy"):
             start = time.perf_counter()
-            run = dag.test(run_conf={"staging": str(EXAMPLE_STAGING)})
+            run = dag.test(run_conf={**NO_APPROVAL, "staging": str(EXAMPLE_STAGING)})
             took = time.perf_counter() - start
             assert run.state == "success", run.state
             doc = run.get_task_instance("push_to_registry").xcom_pull(task_ids="push_to_registry")
@@ -226,7 +226,7 @@ def bench_scale(counts: tuple[int, ...] = (1, 10, 50)) -> dict[str, str]:
             os.environ["MODEL_GOVERNANCE_REDEPLOY_MANIFEST"] = str(manifest)
             dag = load_dag("model_redeploy")
             start = time.perf_counter()
-            run = dag.test()
+            run = dag.test(run_conf=NO_APPROVAL)
             took = time.perf_counter() - start
             failed = [ti.task_id for ti in run.get_task_instances() if ti.state != "success"]
             assert run.state == "success", failed
@@ -251,7 +251,7 @@ def bench_swap(load_delay: float = 0.5) -> dict[str, str]:
                 {"conn_type": "http", "host": "127.0.0.1", "port": spring.port, "extra": {"api": "spring-boot", "models_dir": str(models_dir)}})
             dag = load_dag("model_deployment")
             conf = {"mleap_conn_id": "mleap_spring"}
-            assert dag.test(run_conf={**conf, "staging": str(stage_variant(stack.folder / "staging", version="1.0"))}).state == "success"
+            assert dag.test(run_conf={**NO_APPROVAL, **conf, "staging": str(stage_variant(stack.folder / "staging", version="1.0"))}).state == "success"
             sample = (EXAMPLE_STAGING / "samples" / "leapframe.json").read_bytes()
             gaps, latencies, failed, done = [], [], [0], threading.Event()
 
@@ -274,7 +274,7 @@ def bench_swap(load_delay: float = 0.5) -> dict[str, str]:
             watcher = threading.Thread(target=probe)
             watcher.start()
             try:
-                assert dag.test(run_conf={**conf, "staging": str(EXAMPLE_STAGING)}).state == "success"
+                assert dag.test(run_conf={**NO_APPROVAL, **conf, "staging": str(EXAMPLE_STAGING)}).state == "success"
                 time.sleep(0.2)
             finally:
                 done.set()

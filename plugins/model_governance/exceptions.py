@@ -64,3 +64,7 @@ class AtlasError(ModelGovernanceError):
 class AtlasRefusedError(AtlasError, AirflowFailException):
     """Atlas answered 4xx (wrong credentials, a type conflict…): asking again repeats the answer, so the
     task fails at once, without Airflow's retries."""
+
+
+class DeploymentRejectedError(AirflowFailException):
+    """The approver rejected the deployment: the run ends, nothing is deployed, no retry."""

@@ -53,6 +53,7 @@ class FetchStagingOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from model_governance.bundle import validate_mleap_bundle, validate_spark_pipeline
+        from model_governance.lifecycle import requested_by
         from model_governance.metadata import DeploymentDocument
         from model_governance.registry import Registry
         from model_governance.staging import stage, users_paths
@@ -106,6 +107,7 @@ class FetchStagingOperator(BaseOperator):
             dag_id=dag_id,
             run_id=context["run_id"],
             run_key=key,
+            requested_by=requested_by(context),  # the approval step refuses this user's approval
         )
         return doc.to_json()
 
