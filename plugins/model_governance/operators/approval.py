@@ -67,17 +67,16 @@ class DeploymentApprovalOperator(ApprovalOperator):
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("subject", "Approve the deployment")  # the real subject is written at run time
-        kwargs.setdefault(
-            "params",
-            {
-                approval.COMMENT: Param(
-                    "",
-                    type=["string", "null"],
-                    title="Comment",
-                    description="Why you approve, or the reason you reject (it ends the run).",
-                )
-            },
-        )
+        # The form's one field. Set, not defaulted: Airflow passes the DAG's params in `params`, and the
+        # provider keeps only the task's own (the run's params still reach the templates).
+        kwargs["params"] = {
+            approval.COMMENT: Param(
+                "",
+                type=["string", "null"],
+                title="Comment",
+                description="Why you approve, or the reason you reject (it ends the run).",
+            )
+        }
         super().__init__(**kwargs)
         self.document = document
         self.required = required
