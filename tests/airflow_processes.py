@@ -145,7 +145,9 @@ class AirflowStack:
         return "\n".join(f"--- {p.name}\n" + p.read_text(errors="replace")[-4000:] for p in sorted(self.home.glob("*.log")))
 
     # -- REST API ------------------------------------------------------------------------------------------
-    def wait_healthy(self, timeout: float = 120) -> None:
+    def wait_healthy(self, timeout: float = 300) -> None:
+        """Until the api-server answers and the components report healthy. Measured: with the machine's load
+        at 30 (several engineers' stacks on 2 cores) the api-server alone took over 120 s to start."""
         deadline = time.monotonic() + timeout
         health: Any = None
         while time.monotonic() < deadline:

@@ -91,18 +91,17 @@ class DeploymentApprovalOperator(ApprovalOperator):
 
         doc = as_document(self.document)
         target = approval.resolve_target(str(self.host_type), self.serving_conn_id, doc)
+        # an unchanged version first: nothing happens to it, so nothing goes into the event log either
+        unchanged = self._unchanged(doc, target) if as_bool(self.skip_unchanged, "skip_unchanged") else None
+        if unchanged is not None:
+            return self._not_asked(doc, unchanged)
         if not as_bool(self.required, "approval_required"):
             why = (
                 f"approval not required: the run's param approval_required is false "
                 f"(run {doc.run_id}, requested by {doc.requested_by or requested_by(context)})"
             )
-            self.log.warning("NO APPROVAL ASKED for %s v%s: %s", doc.model.name, doc.model.version, why)
             self._append(doc, "approved", required=False, comment=why)
-            return self._approved(doc, by="", at=datetime.now(UTC), comment=why, required=False)
-        unchanged = self._unchanged(doc, target) if as_bool(self.skip_unchanged, "skip_unchanged") else None
-        if unchanged is not None:
-            self.log.warning("NO APPROVAL ASKED for %s v%s: %s", doc.model.name, doc.model.version, unchanged)
-            return self._approved(doc, by="", at=datetime.now(UTC), comment=unchanged, required=False)
+            return self._not_asked(doc, why)
         return self._ask(context, doc, target)
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
@@ -145,6 +144,10 @@ class DeploymentApprovalOperator(ApprovalOperator):
         self.body = approval.body(doc, target, archived, manifest)
         self.log.info("Approval requested: %s (requested by %s)", self.subject, doc.requested_by or "unknown")
         return HITLOperator.execute(self, context)
+
+    def _not_asked(self, doc: DeploymentDocument, why: str) -> Any:
+        self.log.warning("NO APPROVAL ASKED for %s v%s: %s", doc.model.name, doc.model.version, why)
+        return self._approved(doc, by="", at=datetime.now(UTC), comment=why, required=False)
 
     def _unchanged(self, doc: DeploymentDocument, target: approval.Target) -> str | None:
         """Why no approval is needed when the target serves this exact version and bundle; else None."""
