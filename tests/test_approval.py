@@ -210,7 +210,9 @@ def test_alice_triggers_from_the_form_and_bob_approves_in_the_browser(world, tmp
 
 def sign_in(browser, airflow, user: str):
     """A page of a fresh browser context, signed in through the simple auth manager's login form."""
-    page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(120_000)  # Airflow's UI loads slowly on a busy 2-core machine
+    page = context.new_page()
     page.goto(f"{airflow.url}/")
     page.get_by_label("Username").fill(user)
     page.get_by_label("Password").fill(airflow.passwords[user])

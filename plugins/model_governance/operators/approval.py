@@ -162,7 +162,7 @@ class DeploymentApprovalOperator(ApprovalOperator):
             return None
         return (
             f"unchanged: {current.qualified_name} already serves this exact bundle (sha256 {sha256}) at "
-            f"{target.target}; it was approved when first deployed"
+            f"{target.target}; its approval was recorded when it was first deployed"
         )
 
     def _append(self, doc: DeploymentDocument, event: str, **facts: Any) -> None:
