@@ -75,6 +75,9 @@ class AirflowStack:
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+            # on 2 busy cores the scheduler's own heartbeat has been seen 30-36 s late: past this threshold
+            # (default 30) it declares itself dead and resets (kills) its running tasks, which then retry
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "180",
         }
         if executor == "CeleryExecutor":  # Celery's results live in the stack's own PostgreSQL database
             self.env.setdefault("AIRFLOW__CELERY__RESULT_BACKEND", f"db+{postgres.url}/{self.database}")

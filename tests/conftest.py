@@ -190,3 +190,14 @@ def real_mleap(tmp_path_factory):
     mleap = MLeapRuntimeHost(tmp_path_factory.mktemp("real-mleap"), stop_delay=0.3).start()
     yield mleap
     mleap.stop()
+
+
+@pytest.fixture(autouse=True)
+def _atlas_types_checked_afresh():
+    """The product checks Atlas's `model` type once per process and server URL; each test's Atlas (a new
+    stand-in, or the real one emptied) may reuse a URL with other types, so every test starts unchecked."""
+    from model_governance.atlas import schema
+
+    schema._CURRENT_AT.clear()
+    yield
+    schema._CURRENT_AT.clear()

@@ -843,9 +843,10 @@ class AtlasStandIn:
                 continue
             hits.append(guid)
         if p.get("sortBy"):
-            present = [g for g in hits if self._value(self.entities[g], p["sortBy"]) is not None]
-            present.sort(key=lambda g: self._value(self.entities[g], p["sortBy"]), reverse=p.get("sortOrder") == "DESCENDING")
-            hits = present + [g for g in hits if g not in present]
+            keyed = [(self._value(self.entities[g], p["sortBy"]), g) for g in hits]
+            present = [(key, g) for key, g in keyed if key is not None]
+            present.sort(key=lambda pair: pair[0], reverse=p.get("sortOrder") == "DESCENDING")
+            hits = [g for _, g in present] + [g for key, g in keyed if key is None]  # unset last, in store order
         limit = min(limit or 100, 10000)  # QueryParams.getNormalizedParams: atlas.search.defaultlimit / maxlimit
         shown = wanted_attrs + [a for a in self._filter_attrs(filters) if a not in wanted_attrs and a not in SYSTEM_ATTRS]
         params = {"includeClassificationAttributes": False, "includeSubTypes": True, "includeSubClassifications": True, **p, "excludeDeletedEntities": exclude_deleted, "limit": limit, "offset": offset}

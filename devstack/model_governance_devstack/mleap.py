@@ -22,6 +22,7 @@ import re
 import threading
 import time
 import zipfile
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -486,6 +487,8 @@ class SpringBootHandler(_Handler):
             if name in self.stand_in.models:  # the actor name is taken, loading or loaded
                 return self.send_bytes(400, b"", None)
             self.stand_in.models[name] = entry
+            self.stand_in.loads_requested += 1
+            self.stand_in.loads_by_name[name] += 1
         threading.Thread(target=self.stand_in._load_named, args=(entry,), daemon=True).start()
         self.send_json(202, _model_json(entry))
 
@@ -599,7 +602,8 @@ class MLeapStandIn:
         self.state_dir = Path(state_dir)  # nothing persists: like the real server, a restart forgets models
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.api, self.load_delay, self.request_timeout = api, load_delay, request_timeout
-        self.loads_requested = 0  # legacy PUT /model requests received: a load must never be sent twice
+        self.loads_requested = 0  # loads received (legacy PUT /model, spring-boot POST /models accepted): a load must never be sent twice
+        self.loads_by_name: Counter[str] = Counter()  # spring-boot: accepted loads per model name
         self.mounts = {posixpath.normpath("/" + key.strip("/")): Path(folder) for key, folder in (mounts or {}).items()}
         self.lock = threading.Lock()
         self.model: Bundle | None = None  # legacy: the one model

@@ -105,16 +105,24 @@ def non_empty(value: str) -> str:
 
 
 def cmd_deployments(args: argparse.Namespace) -> int:
+    import itertools
+
     from model_governance.atlas import schema as s
-    from model_governance.atlas.queries import list_deployments
+    from model_governance.atlas.queries import DEPLOYMENTS_PAGE, iter_deployments
     from model_governance.hooks.atlas import AtlasHook
 
     keys = ("owner", "lob", "name", "version", "host_type", "endpoint", "since", "until")
     filters = {key: getattr(args, key) for key in keys}
     filters["status"] = None if args.status == "all" else args.status
-    rows = list_deployments(AtlasHook(args.atlas_conn_id), limit=args.limit, **filters)
-    if args.json:
-        print(json.dumps(rows, indent=2, sort_keys=True))
+    # printed as Atlas's pages arrive: one page of rows in memory however many deployments there are
+    rows = iter_deployments(AtlasHook(args.atlas_conn_id), limit=args.limit, page=DEPLOYMENTS_PAGE, **filters)
+    count = 0
+    if args.json:  # one deployment a line: json's C encoder (indent= would take its pure-Python one)
+        for row in rows:
+            print("[" if count == 0 else ",")
+            print("  " + json.dumps(row, sort_keys=True, separators=(", ", ": ")), end="")
+            count += 1
+        print("\n]" if count else "[]")
         return 0
     columns = [
         (s.DEPLOY_DATETIME, "DEPLOYED (UTC)"),
@@ -126,8 +134,15 @@ def cmd_deployments(args: argparse.Namespace) -> int:
         (s.ENDPOINT_URL, "ENDPOINT"),
         (s.DEPLOY_STATUS, "STATUS"),
     ]
-    print_table([[row.get(key, "") for key, _ in columns] for row in rows], [title for _, title in columns])
-    if not rows:
+    cells = ([printable(row.get(key, "")) for key, _ in columns] for row in rows)
+    # column widths from the first page; a later, longer cell widens its own row only
+    first = list(itertools.islice(cells, DEPLOYMENTS_PAGE))
+    header = [title for _, title in columns]
+    widths = [max(len(cell) for cell in column) for column in zip(header, *first, strict=True)]
+    for line in itertools.chain([header], first, cells):
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+        count += 1
+    if count == 1:
         print("no deployments match", file=sys.stderr)
     return 0
 

@@ -32,14 +32,15 @@ def mleap_deploy(
     mleap_conn_id: Any = MLEAP_CONN_ID,
     webhdfs_conn_id: Any = WEBHDFS_CONN_ID,
     atlas_conn_id: Any = ATLAS_CONN_ID,
-    skip_current: Any = False,
+    skip_current: Any = True,
 ) -> DeployBuilder:
     """The deploy step of the `microservice` DAGs: one `MLeapDeployOperator`, task id `deploy_model`.
 
     :param mleap_conn_id: the MLeap serving connection.
     :param webhdfs_conn_id: the WebHDFS connection, when the registry is on HDFS.
     :param atlas_conn_id: where the deployment serving now is found, for a rollback.
-    :param skip_current: leave alone (verified) a model that already serves this exact bundle.
+    :param skip_current: leave alone (verified) a model that already serves this exact bundle: no upload,
+        no re-load (every DAG; False re-loads it).
     """
 
     def build(document: XComArg) -> tuple[BaseOperator, BaseOperator]:

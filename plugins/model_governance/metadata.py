@@ -301,6 +301,9 @@ class DeployFacts:
     unchanged: bool = False  # already serving exactly this bundle: verified, left alone
     inputs: list[str] = field(default_factory=list)  # spark: the datasets the scoring job reads
     outputs: list[str] = field(default_factory=list)  # spark: the datasets it writes
+    # the deployments Atlas showed serving at the target when the deploy step looked (guid and attributes,
+    # as a search returns them): what the register step supersedes without asking again; None: not looked
+    serving: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)

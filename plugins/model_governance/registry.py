@@ -72,6 +72,8 @@ class Store(Protocol):
     def exists(self, path: str) -> bool: ...
     def makedirs(self, path: str) -> None: ...
     def list_files(self, folder: str) -> dict[str, int]: ...  # relative path -> size, recursive
+    def summary(self, folder: str) -> tuple[int, int]: ...  # (files, bytes) under folder, recursive
+    def read_small(self, path: str) -> bytes | None: ...  # a small file whole; None if there is none
     def write_file(self, path: str, stream: ByteStream, size: int) -> None: ...  # parents made, overwrite
     def create_exclusive(self, path: str, data: bytes) -> bool: ...  # atomically; False if it exists
     def open_chunks(self, path: str) -> AbstractContextManager[Iterator[bytes]]: ...
@@ -99,7 +101,19 @@ class LocalStore:
 
     def list_files(self, folder: str) -> dict[str, int]:
         base = Path(folder)
+        if not base.is_dir():
+            raise FileNotFoundError(folder)
         return {p.relative_to(base).as_posix(): p.stat().st_size for p in base.rglob("*") if p.is_file()}
+
+    def summary(self, folder: str) -> tuple[int, int]:
+        files = self.list_files(folder)
+        return len(files), sum(files.values())
+
+    def read_small(self, path: str) -> bytes | None:
+        try:
+            return Path(path).read_bytes()
+        except FileNotFoundError:
+            return None
 
     def write_file(self, path: str, stream: ByteStream, size: int) -> None:
         target = Path(path)
@@ -186,7 +200,7 @@ class WebHDFSStore:
         )
         namenodes = tuple(h.strip() for h in (conn.host or "localhost").split(",") if h.strip())
         return cls(
-            hook.get_conn(),
+            _client(hook, conn, namenodes),
             default_fs,
             conn.login,
             namenodes,
@@ -243,14 +257,45 @@ class WebHDFSStore:
         self._retry(lambda: self.client.makedirs(path), f"mkdirs {path}")
 
     def list_files(self, folder: str) -> dict[str, int]:
-        files = {}
-        for dirpath, _dirs, names in self._retry(
-            lambda: list(self.client.walk(folder, status=True)), f"listing of {folder}"
-        ):
-            for name, status in names:
-                rel = posixpath.relpath(posixpath.join(dirpath[0], name), folder)
-                files[rel] = status["length"]
+        # One LISTSTATUS a folder: the client's walk asks GETFILESTATUS of every folder besides.
+        from hdfs.util import HdfsError
+
+        files: dict[str, int] = {}
+
+        def walk(path: str, prefix: str) -> None:
+            statuses = self._retry(
+                lambda: self.client._list_status(path).json()["FileStatuses"]["FileStatus"],
+                f"listing of {path}",
+            )
+            for status in statuses:
+                name = status["pathSuffix"]
+                if not name:  # LISTSTATUS of a file answers the file itself
+                    raise HdfsError("%r is not a directory.", path)
+                if status["type"] == "DIRECTORY":
+                    walk(posixpath.join(path, name), f"{prefix}{name}/")
+                else:
+                    files[f"{prefix}{name}"] = status["length"]
+
+        walk(folder, "")
         return files
+
+    def summary(self, folder: str) -> tuple[int, int]:
+        content = self._retry(lambda: self.client.content(folder), f"content summary of {folder}")
+        return int(content["fileCount"]), int(content["length"])
+
+    def read_small(self, path: str) -> bytes | None:
+        from hdfs.util import HdfsError
+
+        def read() -> bytes | None:
+            try:
+                with self.client.read(path) as reader:
+                    return bytes(reader.read())
+            except HdfsError as exc:
+                if getattr(exc, "exception", None) == "FileNotFoundException":
+                    return None
+                raise
+
+        return self._retry(read, f"read of {path}")
 
     def write_file(self, path: str, stream: ByteStream, size: int) -> None:
         # iterated in UPLOAD_CHUNK (64 KiB) pieces, sent chunked: a file object would be sent by
@@ -286,6 +331,16 @@ class WebHDFSStore:
 
     def delete(self, path: str) -> bool:
         return self._retry(lambda: self.client.delete(path, recursive=True), f"delete {path}")
+
+
+def _client(hook: Any, conn: Any, namenodes: tuple[str, ...]) -> Any:
+    """The hook's client. With one namenode there is nothing to choose: built as the hook builds it, without
+    the GETFILESTATUS of `/` with which `get_conn` picks the active one of several (one request a task)."""
+    if len(namenodes) != 1 or not hasattr(hook, "_get_client"):
+        return hook.get_conn()
+    return hook._get_client(
+        namenodes[0], conn.port, conn.login, conn.password, conn.schema, conn.extra_dejson
+    )
 
 
 def check_root_path(path: str, given: str) -> None:
@@ -376,6 +431,9 @@ class Registry:
         self.root = root.rstrip("/") or "/"
         self.parallelism = parallelism
         self.location = location or root  # the root as the run was given it: hdfs:///… or a folder
+        # published versions' manifests as this object last read them (None: no such version), forgotten
+        # when it writes one. Each task makes its own Registry, and publish decides on its own read.
+        self._records: dict[tuple[str, str], dict[str, Any] | None] = {}
 
     @classmethod
     def from_root(
@@ -431,9 +489,15 @@ class Registry:
     def published_record(self, slug: str, version: str) -> dict[str, Any] | None:
         """A published version's MANIFEST.json, or None if the version is not there. A folder without one,
         or with one that is not a manifest, is refused at once (no retry can mend it)."""
+        if (slug, version) not in self._records:
+            self._records[slug, version] = self._read_record(slug, version)
+        return self._records[slug, version]
+
+    def _read_record(self, slug: str, version: str) -> dict[str, Any] | None:
         folder = self.version_path(slug, version)
         path = posixpath.join(folder, MANIFEST_FILE)
-        if not self.store.exists(path):
+        content = self.store.read_small(path)  # read at once: asking whether it exists first costs a request
+        if content is None:
             if self.store.exists(folder):
                 raise RegistryConflictError(
                     f"{self.store.url(folder)} exists without {MANIFEST_FILE}: "
@@ -441,7 +505,7 @@ class Registry:
                 )
             return None
         try:
-            record = json.loads(self.read_bytes(path))
+            record = json.loads(content)
             [ManifestEntry(**entry) for entry in record["files"]]
             record["model"]["name"]
         except (ValueError, KeyError, TypeError) as exc:
@@ -623,10 +687,13 @@ class Registry:
         A lock is this run's if its content says so; if its content cannot be read, if the run noted it
         when taking it (the run is still running, so no other run can have taken it over)."""
         folder = posixpath.join(self.root, LOCKS_DIR)
-        if not self.store.is_dir(folder):
-            return []
+        try:
+            names = list(self.store.list_files(folder))
+        except Exception:
+            if self.store.is_dir(folder):
+                raise
+            return []  # no lock was ever taken here
         prefix = posixpath.basename(self._held_note(run_key))
-        names = list(self.store.list_files(folder))
         held = {name[len(prefix) :] for name in names if name.startswith(prefix)}
         released = []
         for name in names:
@@ -665,13 +732,19 @@ class Registry:
 
     # -- publish: verify and rename into place -------------------------------------------------------------
     def verify(self, folder: str, manifest: tuple[ManifestEntry, ...]) -> None:
-        """Check that folder holds exactly the manifest's files, sizes and sha256, reading every byte back."""
-        found = self.store.list_files(folder)
-        found.pop(MANIFEST_FILE, None)
-        expected = {e.path: e.size for e in manifest}
-        if found != expected:
-            wrong = sorted(p for p in expected.keys() | found.keys() if expected.get(p) != found.get(p))
-            raise RegistryError(f"{self.store.url(folder)} does not match the manifest: {', '.join(wrong)}")
+        """Check that folder holds exactly the manifest's files, sizes and sha256, reading every byte back.
+
+        The count and total size come in one request; each file is then read whole (a missing one fails),
+        so only a mismatch needs the listing folder by folder, to name the files that differ."""
+        if self.store.summary(folder) != (len(manifest), sum(e.size for e in manifest)):
+            found = self.store.list_files(folder)
+            found.pop(MANIFEST_FILE, None)  # written by an earlier try of this publish
+            expected = {e.path: e.size for e in manifest}
+            if found != expected:
+                wrong = sorted(p for p in expected.keys() | found.keys() if expected.get(p) != found.get(p))
+                raise RegistryError(
+                    f"{self.store.url(folder)} does not match the manifest: {', '.join(wrong)}"
+                )
 
         def check(entry: ManifestEntry) -> str | None:
             digest = hashlib.sha256()
@@ -730,20 +803,26 @@ class Registry:
         target = self.version_path(doc.model.slug, doc.model.version)
         pending = self.pending_path(doc.run_key)
         if self.already_published(doc.model, doc.manifest, force):
+            # the fetch step uploaded nothing; the clean-up removes the pending folder in any case
             log.info("%s already holds this exact content: nothing to publish", self.store.url(target))
-            self.store.delete(pending)
             return self._info(target, uploaded=0)
-        if not self.store.is_dir(pending):
-            raise RegistryError(
-                f"nothing to publish: {self.store.url(pending)} is missing; run the fetch step again"
-            )
-        self.verify(pending, doc.manifest)
+        existed = self.published_record(doc.model.slug, doc.model.version) is not None
+        try:
+            self.verify(pending, doc.manifest)
+        except Exception:
+            if not self.store.is_dir(pending):
+                raise RegistryError(
+                    f"nothing to publish: {self.store.url(pending)} is missing; run the fetch step again"
+                ) from None
+            raise
         self._write_manifest(pending, doc)
-        if self.store.exists(target):  # the old content differs, and force or it never served
+        self._records.clear()
+        if existed:  # the old content differs, and force or it never served
             self._replace(pending, target, doc.run_key)
         else:
             self._rename_into_place(pending, target)
-        self.verify(target, doc.manifest)
+        # what was verified is what is in place: a rename moves the same files, and the listing
+        # after it proved where they landed
         self.store.delete(
             self.served_marker(doc.model.slug, doc.model.version)
         )  # this content has not served yet
@@ -774,22 +853,21 @@ class Registry:
 
     def _rename_into_place(self, src: str, dst: str) -> None:
         """Rename src to dst and prove it: WebHDFS's rename onto an existing folder nests src inside it."""
-        self.store.makedirs(posixpath.dirname(dst))
         if self.store.exists(dst):
             raise RegistryError(
                 f"{self.store.url(dst)} appeared while publishing; another run is publishing this version"
             )
         answered = self.store.rename(src, dst)
+        if not answered:  # HDFS renames into existing folders only: the model's first version makes its own
+            self.store.makedirs(posixpath.dirname(dst))
+            answered = self.store.rename(src, dst)
         nested = posixpath.join(dst, posixpath.basename(src))
         if self.store.exists(nested):
             raise RegistryError(
                 f"rename of {src} landed inside {self.store.url(dst)}, which another run created meanwhile"
             )
-        if (
-            not answered
-            or self.store.exists(src)
-            or not self.store.exists(posixpath.join(dst, MANIFEST_FILE))
-        ):
+        # src is gone once dst holds the manifest: a rename moves the folder, it does not copy it
+        if not answered or not self.store.exists(posixpath.join(dst, MANIFEST_FILE)):
             raise RegistryError(f"rename of {self.store.url(src)} to {self.store.url(dst)} failed")
 
     def _replace(self, pending: str, target: str, run_key: str) -> None:
@@ -815,7 +893,10 @@ class Registry:
 
     # -- deploy: bring an artifact to where the server reads it ------------------------------------------
     def download(self, path: str, local: Path, sha256: str) -> None:
-        """Stream a registry file to local (atomically, via a temp name), checking its sha256."""
+        """Stream a registry file to local (atomically, via a temp name), checking its sha256; nothing is
+        read from the registry when local already holds exactly these bytes (a redeploy, a rollback)."""
+        if local.is_file() and file_sha256(local) == sha256:
+            return
         local.parent.mkdir(parents=True, exist_ok=True)
         tmp = local.with_name(f".{local.name}.part")
         digest = hashlib.sha256()
@@ -829,3 +910,11 @@ class Registry:
                 f"{self.store.url(path)}: sha256 {digest.hexdigest()} is not the published {sha256}"
             )
         os.replace(tmp, local)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

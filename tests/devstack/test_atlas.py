@@ -512,3 +512,41 @@ def test_hook_upserts_searches_and_supersedes(api, hook):
     v1 = hook.get_entity("model", "m-v1@h")["entity"]["attributes"]
     assert (v1["deployStatus"], v1["supersededBy"]) == ("superseded", "m-v2@h")
     assert len(search_all(hook, [], page=1)) == 2
+
+
+def test_deployments_are_listed_page_by_page_newest_first(api, hook, monkeypatch):
+    """`iter_deployments` asks for one page at a time, as it is read, stops at the limit, and skips an entity
+    seen again when a write between two pages shifts the offsets."""
+    from model_governance.atlas.queries import iter_deployments
+    from model_governance.atlas.schema import ensure_model_type
+
+    ensure_model_type(hook)
+    common = {name: "x" for name in ("deploy.datetime", "deploy.host.type", "deploy.host.detail", "deploy.obj.source", "model.name",
+                                     "model.version", "model.type", "model.description", "model.owner", "model.owner.lob", "model.registry.url")}
+
+    def register(n: int) -> None:
+        attributes = {**common, "qualifiedName": f"m-{n}@h", "name": f"m{n}", "deployStatus": "deployed", "deployTarget": "h", "deployTime": 1000 + n}
+        hook.upsert_entities([{"typeName": "model", "attributes": attributes}])
+
+    for n in range(7):
+        register(n)
+    calls = []
+    search = hook.search_basic
+    monkeypatch.setattr(hook, "search_basic", lambda body: calls.append(dict(body)) or search(body))
+    rows = iter_deployments(hook, limit=100, page=3)
+    assert calls == []  # nothing asked before the first row is read
+    assert next(rows)["qualifiedName"] == "m-6@h" and len(calls) == 1
+    assert [row["qualifiedName"] for row in rows] == [f"m-{n}@h" for n in range(5, -1, -1)]
+    assert [(c["limit"], c["offset"]) for c in calls] == [(3, 0), (3, 3), (3, 6)]
+
+    calls.clear()
+    assert len(list(iter_deployments(hook, limit=4, page=3))) == 4
+    assert [(c["limit"], c["offset"]) for c in calls] == [(3, 0), (1, 3)]
+
+    # a deployment registered between two pages pushes m-4 onto the second page too: listed once
+    calls.clear()
+    rows = iter_deployments(hook, limit=100, page=3)
+    first = [next(rows)["qualifiedName"] for _ in range(3)]
+    register(7)
+    rest = [row["qualifiedName"] for row in rows]
+    assert first + rest == [f"m-{n}@h" for n in range(6, -1, -1)]

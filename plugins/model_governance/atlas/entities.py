@@ -10,11 +10,15 @@ from model_governance.metadata import DeploymentDocument
 
 
 def reference(entity: dict[str, Any]) -> dict[str, Any]:
-    """An entity as Atlas's references name it: its type and unique qualifiedName."""
-    return {
+    """An entity as Atlas's references name it: its type and unique qualifiedName, and its guid when it has
+    one (a temporary negative guid names an entity of the same request)."""
+    ref = {
         "typeName": entity["typeName"],
         "uniqueAttributes": {s.QUALIFIED_NAME: entity["attributes"][s.QUALIFIED_NAME]},
     }
+    if entity.get("guid"):
+        ref["guid"] = entity["guid"]
+    return ref
 
 
 def artifact_entities(doc: DeploymentDocument, cluster_name: str) -> list[dict[str, Any]]:

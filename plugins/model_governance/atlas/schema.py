@@ -182,26 +182,26 @@ def artifacts_relationshipdef() -> dict[str, Any]:
     }
 
 
+# Atlas servers (by URL) whose types this process has seen current: a type is checked once per process.
+_CURRENT_AT: set[str] = set()
+
+
 def ensure_model_type(hook: AtlasHook) -> str:
-    """Create the `model` type, or add what an older one lacks; returns "created", "upgraded" or "current"."""
-    result = _ensure_entity_def(hook)
-    if hook.get_typedef(ARTIFACTS_RELATIONSHIP) is None:
-        try:
-            hook.create_typedefs({"relationshipDefs": [artifacts_relationshipdef()]})
-        except AtlasError as exc:
-            if exc.status != 409:
-                raise
-        result = "created" if result == "created" else "upgraded"
-    return result
+    """Create the `model` type, or add what an older one lacks; returns "created", "upgraded" or "current".
 
-
-def _ensure_entity_def(hook: AtlasHook) -> str:
-    wanted = model_typedef()
+    Once per process and Atlas server: types are only ever added to, so a current type stays current. One
+    GET when the type is current (Atlas lists the `artifacts` relationship among the entity def's
+    relationshipAttributeDefs), one POST for both defs when neither exists."""
+    if hook.url in _CURRENT_AT:
+        return "current"
     existing = hook.get_typedef(MODEL_TYPE)
     if existing is None:
         try:
-            hook.create_typedefs({"entityDefs": [wanted]})
+            hook.create_typedefs(
+                {"entityDefs": [model_typedef()], "relationshipDefs": [artifacts_relationshipdef()]}
+            )
             log.info("Created the Atlas type %r version %s", MODEL_TYPE, TYPE_VERSION)
+            _CURRENT_AT.add(hook.url)
             return "created"
         except AtlasError as exc:
             if exc.status != 409:  # another run created it meanwhile: check it like any existing one
@@ -209,6 +209,27 @@ def _ensure_entity_def(hook: AtlasHook) -> str:
             existing = hook.get_typedef(MODEL_TYPE)
             if existing is None:
                 raise
+    result = _ensure_entity_def(hook, existing)
+    if not _has_artifacts_relationship(existing) and hook.get_typedef(ARTIFACTS_RELATIONSHIP) is None:
+        try:
+            hook.create_typedefs({"relationshipDefs": [artifacts_relationshipdef()]})
+        except AtlasError as exc:
+            if exc.status != 409:
+                raise
+        result = "upgraded"
+    _CURRENT_AT.add(hook.url)
+    return result
+
+
+def _has_artifacts_relationship(entity_def: dict[str, Any]) -> bool:
+    return any(
+        d.get("name") == ARTIFACTS and d.get("relationshipTypeName") == ARTIFACTS_RELATIONSHIP
+        for d in entity_def.get("relationshipAttributeDefs") or []
+    )
+
+
+def _ensure_entity_def(hook: AtlasHook, existing: dict[str, Any]) -> str:
+    wanted = model_typedef()
     if existing.get("category", "ENTITY") != "ENTITY" or PROCESS not in existing.get("superTypes", []):
         raise AtlasError(
             f"Atlas already has a type {MODEL_TYPE!r} that is not an entity type with superType Process; "

@@ -58,13 +58,15 @@ def deploy_microservice(
     With `skip_current`, a model that already serves this exact bundle (as Atlas records it) is verified
     and left alone (`unchanged`).
     """
-    from model_governance.atlas.queries import current_deployment
+    from model_governance.atlas.queries import DeploymentRecord, serving_at
 
     if doc.registry is None:
         raise DeployError("the model is not archived yet: publish it to the registry before deploying")
     registry = Registry.from_root(doc.registry.root, webhdfs_conn_id)
     name, target = serving_target(hook, doc)
-    current = current_deployment(atlas, target) if atlas is not None else None
+    # one search: what serves here now, for a rollback, for skip_current, and for the register step
+    serving = serving_at(atlas, target) if atlas is not None else None
+    current = DeploymentRecord.from_row(serving[0]) if serving else None
     entry = doc.executable_entry
     bundle = deliver(
         hook, registry, doc.registry.path, doc.model.slug, doc.model.version, doc.executable, entry.sha256
@@ -80,13 +82,15 @@ def deploy_microservice(
         facts = legacy.deploy(hook, bundle, previous, sample, load_timeout)
     elif facts is None:
         facts = spring_boot.deploy(hook, bundle, name, doc.run_key, sample, load_timeout)
-    registry.mark_served(doc, facts["scoring_url"])  # from now on this version is immutable unless forced
+    if not facts.get("unchanged"):  # a version found serving has its marker already
+        registry.mark_served(doc, facts["scoring_url"])  # from now on it is immutable unless forced
     return DeployFacts(
         host_type="microservice",
         host_port=hook.host_port,
         endpoint_url=f"{hook.url}/{doc.model.endpoint}",
         serialized_object=posixpath.basename(doc.executable),
         target=target,
+        serving=serving,
         **{"deployed_at": datetime.now(UTC).isoformat(timespec="seconds"), **facts},
     )
 

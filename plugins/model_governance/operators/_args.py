@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from model_governance.metadata import DeploymentDocument
+if TYPE_CHECKING:  # imported when a task runs, not when a DAG file is parsed
+    from model_governance.metadata import DeploymentDocument
 
 
 def as_bool(value: Any, name: str) -> bool:
@@ -21,6 +22,8 @@ def as_bool(value: Any, name: str) -> bool:
 
 def as_document(value: Any) -> DeploymentDocument:
     """The deployment document an upstream task returned (XCom JSON)."""
+    from model_governance.metadata import DeploymentDocument
+
     if isinstance(value, str):
         import json
 
