@@ -165,7 +165,7 @@ def deploy_counts(
 ) -> dict[str, Any]:
     """Three runs of one DAG on a fresh stack: a new model (first deploy, type absent), a new version of it
     (type present), the same version again (unchanged redeploy). Counts and task times of each."""
-    from tests.helpers import EXAMPLE_STAGING, stage_variant
+    from tests.helpers import NO_APPROVAL, EXAMPLE_STAGING, stage_variant
 
     results: dict[str, Any] = {}
     with Stack(work, real) as stack:
@@ -193,9 +193,9 @@ def deploy_counts(
             with counting(counter):
                 if dag_id == "model_redeploy":
                     manifest.write_text(json.dumps({"models": [{"staging": str(staging)}]}))
-                    run = dag.test()
+                    run = dag.test(run_conf=NO_APPROVAL)
                 else:
-                    run = dag.test(run_conf={**conf, "staging": str(staging)})
+                    run = dag.test(run_conf={**NO_APPROVAL, **conf, "staging": str(staging)})
             failed = [ti.task_id for ti in run.get_task_instances() if ti.state not in ("success", "skipped")]
             assert run.state == "success", (label, failed)
             publish = [ti for ti in run.get_task_instances() if ti.task_id.endswith("push_to_registry")][0]
@@ -273,7 +273,7 @@ def push_runs(work: Path, url: str, folder: Path, threads: int, rounds: int) -> 
 def bench_push(work: Path, real: frozenset[str], size_mib: int = 1024, threads: int = 4, rounds: int = 3) -> list[Row]:
     """The fetch step's upload of a staged model holding a 1 GiB training-data file, against the `hdfs`
     client's own `upload(n_threads=N)` of the same folder, alternating in one run; RSS of each process."""
-    from tests.helpers import EXAMPLE_STAGING
+    from tests.helpers import NO_APPROVAL, EXAMPLE_STAGING
 
     folder = work / "big-model"
     shutil.copytree(EXAMPLE_STAGING, folder)

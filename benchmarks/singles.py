@@ -20,7 +20,7 @@ from pathlib import Path
 
 from benchmarks.workspace import MIB, PROJECT, WORK  # first: sets the Airflow home
 from benchmarks.report import Row, at_least, at_most, equals
-from tests.helpers import EXAMPLE_STAGING, stage_variant
+from tests.helpers import NO_APPROVAL, EXAMPLE_STAGING, stage_variant
 
 ONE_TASK_DAG = """
 from airflow.sdk import DAG, task
@@ -173,7 +173,7 @@ def bench_deploy() -> Iterator[Row]:
         runs = [("cold", str(stage_variant(stack.folder / "staging", version="1.0"))), ("warm", str(EXAMPLE_STAGING))]
         for label, staging in runs:
             start = time.perf_counter()
-            run = dag.test(run_conf={"staging": staging})
+            run = dag.test(run_conf={**NO_APPROVAL, "staging": staging})
             total = time.perf_counter() - start
             assert run.state == "success", run.state
             steps = step_seconds(run)
@@ -187,11 +187,11 @@ def bench_rerun() -> Iterator[Row]:
     with Stack() as stack:
         dag = load_dag("model_deployment")
         # a warm-up deploy of another version first: the first task of a dag.test() process pays its start
-        warm_up = dag.test(run_conf={"staging": str(stage_variant(stack.folder / "staging", version="1.0"))})
+        warm_up = dag.test(run_conf={**NO_APPROVAL, "staging": str(stage_variant(stack.folder / "staging", version="1.0"))})
         assert warm_up.state == "success", warm_up.state
         measured = {}
         for label in ("first deploy", "unchanged redeploy"):
-            run = dag.test(run_conf={"staging": str(EXAMPLE_STAGING)})
+            run = dag.test(run_conf={**NO_APPROVAL, "staging": str(EXAMPLE_STAGING)})
             assert run.state == "success", run.state
             doc = run.get_task_instance("push_to_registry").xcom_pull(task_ids="push_to_registry")
             measured[label] = (sum(step_seconds(run).values()), doc["registry"]["uploaded_bytes"])
@@ -218,7 +218,7 @@ def bench_swap(load_delay: float = 0.5) -> Iterator[Row]:
                 {"conn_type": "http", "host": "127.0.0.1", "port": spring.port, "extra": {"api": "spring-boot", "models_dir": str(models_dir)}})
             dag = load_dag("model_deployment")
             conf = {"mleap_conn_id": "mleap_spring"}
-            assert dag.test(run_conf={**conf, "staging": str(stage_variant(stack.folder / "staging", version="1.0"))}).state == "success"
+            assert dag.test(run_conf={**NO_APPROVAL, **conf, "staging": str(stage_variant(stack.folder / "staging", version="1.0"))}).state == "success"
             sample = (EXAMPLE_STAGING / "samples" / "leapframe.json").read_bytes()
             gaps, latencies, failed, done = [], [], [0], threading.Event()
 
@@ -241,7 +241,7 @@ def bench_swap(load_delay: float = 0.5) -> Iterator[Row]:
             watcher = threading.Thread(target=probe)
             watcher.start()
             try:
-                assert dag.test(run_conf={**conf, "staging": str(EXAMPLE_STAGING)}).state == "success"
+                assert dag.test(run_conf={**NO_APPROVAL, **conf, "staging": str(EXAMPLE_STAGING)}).state == "success"
                 time.sleep(0.2)
             finally:
                 done.set()

@@ -6,6 +6,8 @@ The same framework steps as `model_deployment`, for the `spark` host type:
 1. **fetch_staging** (2a): fetch and check the staged model (a zipped, saved Spark ML pipeline in
    `executable/`), upload it to the registry's pending area;
 2. **push_to_registry** (2c): verify the upload and publish it as `<registry>/<model>/<version>/`;
+   **approve_deployment**: a person other than the one who triggered the run approves or rejects it
+   (`approval_required` false: no one is asked, a warning says so);
 3. **deploy_model** (2b): publish the pipeline where batch jobs load it (the Spark connection's
    `models_root`), and **score_batch**: submit the scoring job (`spark-submit`, through the Spark
    provider) that reads the input datasets and writes the pipeline's predictions;
@@ -22,7 +24,13 @@ from airflow.sdk import DAG, Param
 from model_governance.connections import SPARK_CONN_ID
 from model_governance.dag_steps import DEFAULT_ARGS, deployment_steps
 from model_governance.operators.spark import SparkBatchScoreOperator, SparkPublishPipelineOperator
-from model_governance.params import conn_param, registry_params, staging_param, step_arguments
+from model_governance.params import (
+    approval_params,
+    conn_param,
+    registry_params,
+    staging_param,
+    step_arguments,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
@@ -86,6 +94,12 @@ with DAG(
             "its extra models_root is where batch jobs load models.",
         ),
         **registry_params(),
+        **approval_params(),
     },
 ) as dag:
-    deployment_steps(**step_arguments(), host_type="spark", deploy=publish_and_score)
+    deployment_steps(
+        **step_arguments(),
+        host_type="spark",
+        serving_conn_id="{{ params.spark_conn_id }}",
+        deploy=publish_and_score,
+    )

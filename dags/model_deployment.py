@@ -1,11 +1,13 @@
 """
 ### Deploy a staged model and register the deployment in Apache Atlas
 
-One run deploys one staged model version to one serving host, in four steps:
+One run deploys one staged model version to one serving host, in four steps and an approval:
 
 1. **fetch_staging** (2a): copy the staged model, check `modelMetadata.txt` and the layout, upload it to the
    registry's pending area;
 2. **push_to_registry** (2c): verify the upload and publish it as `<registry>/<model>/<version>/`;
+   **approve_deployment**: a person other than the one who triggered the run approves or rejects it
+   (Browse → Required Actions, or the REST API); with `approval_required` false no one is asked (a warning);
 3. **deploy_model** (2b): load the archived bundle into MLeap serving and confirm it serves;
 4. **register_in_atlas** (2d): create or update the `model` entity in Atlas.
 
@@ -20,7 +22,13 @@ from airflow.sdk import DAG, Param
 
 from model_governance.connections import MLEAP_CONN_ID
 from model_governance.dag_steps import DEFAULT_ARGS, deployment_steps, mleap_deploy
-from model_governance.params import conn_param, registry_params, staging_param, step_arguments
+from model_governance.params import (
+    approval_params,
+    conn_param,
+    registry_params,
+    staging_param,
+    step_arguments,
+)
 
 with DAG(
     dag_id="model_deployment",
@@ -49,11 +57,13 @@ with DAG(
             "Airflow connection of the MLeap serving host (type mleap, or http).",
         ),
         **registry_params(),
+        **approval_params(),
     },
 ) as dag:
     deployment_steps(
         **step_arguments(),
         host_type="{{ params.host_type }}",
+        serving_conn_id="{{ params.mleap_conn_id }}",
         deploy=mleap_deploy(
             mleap_conn_id="{{ params.mleap_conn_id }}",
             webhdfs_conn_id="{{ params.webhdfs_conn_id }}",

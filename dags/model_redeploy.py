@@ -17,6 +17,12 @@ models:
     mleap_conn_id: mleap_churn
 ```
 
+**Approval:** a model that already serves exactly its archived bundle asks no one (the run's log says so
+with a warning: it was approved when first deployed). A changed version waits for a person's approval in
+Browse → Required Actions like any deployment (the run was started by the scheduler, so any user allowed
+to respond may approve it); the run stays open until someone answers, and a rejection fails that model's
+group only. Trigger with `approval_required` false to deploy changed versions without asking (a warning).
+
 Two deployments of one model never run at once, here or in `model_deployment`: each holds the model's
 lock in the registry from fetch to clean-up.
 """
@@ -28,6 +34,7 @@ import os
 from airflow.sdk import DAG, task, task_group
 
 from model_governance.dag_steps import DEFAULT_ARGS, deployment_steps, mleap_deploy
+from model_governance.params import approval_params
 
 with DAG(
     dag_id="model_redeploy",
@@ -42,6 +49,7 @@ with DAG(
     tags=["model-governance"],
     render_template_as_native_obj=True,
     default_args=DEFAULT_ARGS,
+    params=approval_params(),
 ) as dag:
 
     @task
@@ -60,6 +68,9 @@ with DAG(
             registry_root=registry_root,
             webhdfs_conn_id=webhdfs_conn_id,
             atlas_conn_id=atlas_conn_id,
+            approval_required="{{ params.approval_required }}",
+            serving_conn_id=mleap_conn_id,
+            skip_unchanged=True,  # already serving this exact bundle: approved when first deployed
             deploy=mleap_deploy(
                 mleap_conn_id=mleap_conn_id,
                 webhdfs_conn_id=webhdfs_conn_id,

@@ -28,8 +28,11 @@ USER, PASSWORD = "admin", "admin-" + secrets.token_hex(4)
 
 class AirflowStack:
     def __init__(
-        self, home: Path, env: dict[str, str], postgres: PostgresServer, executor: str = "LocalExecutor", workers: int = 0
+        self, home: Path, env: dict[str, str], postgres: PostgresServer, executor: str = "LocalExecutor", workers: int = 0,
+        users: dict[str, str] | None = None, triggerer: bool = False,
     ):
+        """`users`: more SimpleAuthManager users, name -> role (viewer, user, op, admin), each with a password
+        in `self.passwords`; `triggerer`: run `airflow triggerer` too."""
         self.home = home
         self.postgres = postgres
         self.port = free_port()
@@ -39,8 +42,11 @@ class AirflowStack:
         self.workers = workers
         self.processes: list[tuple[str, subprocess.Popen]] = []
         self._tokens: dict[str, str] = {}
+        self.triggerer = triggerer
+        roles = {USER: "admin", **(users or {})}
+        self.passwords = {USER: PASSWORD, **{name: f"{name}-{secrets.token_hex(4)}" for name in users or {}}}
         home.mkdir(parents=True, exist_ok=True)
-        (home / "passwords.json").write_text(json.dumps({USER: PASSWORD}))
+        (home / "passwords.json").write_text(json.dumps(self.passwords))
         self.env = {
             **os.environ,
             **env,
@@ -54,7 +60,7 @@ class AirflowStack:
             "AIRFLOW__CORE__EXECUTOR": executor,
             "AIRFLOW__CORE__PARALLELISM": "4",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{name}:{role}" for name, role in roles.items()),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
             "AIRFLOW__CORE__FERNET_KEY": "",
@@ -67,6 +73,7 @@ class AirflowStack:
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5",
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
             # on 2 busy cores the scheduler's own heartbeat has been seen 30-36 s late: past this threshold
             # (default 30) it declares itself dead and resets (kills) its running tasks, which then retry
@@ -94,6 +101,8 @@ class AirflowStack:
             self.spawn("api-server", "api-server")
             self.spawn("scheduler", "scheduler")
             self.spawn("dag-processor", "dag-processor")
+            if self.triggerer:
+                self.spawn("triggerer", "triggerer")
             for index in range(self.workers):
                 folder = self.home / f"worker-{index}"
                 folder.mkdir(exist_ok=True)
@@ -139,40 +148,52 @@ class AirflowStack:
         return "\n".join(f"--- {p.name}\n" + p.read_text(errors="replace")[-4000:] for p in sorted(self.home.glob("*.log")))
 
     # -- REST API ------------------------------------------------------------------------------------------
-    def wait_healthy(self, timeout: float = 120) -> None:
+    def wait_healthy(self, timeout: float = 300) -> None:
+        """Until the api-server answers and the components report healthy. Measured: with the machine's load
+        at 30 (several engineers' stacks on 2 cores) the api-server alone took over 120 s to start."""
         deadline = time.monotonic() + timeout
+        health: Any = None
         while time.monotonic() < deadline:
             for name, process in self.processes:
                 if process.poll() is not None:
                     raise RuntimeError(f"airflow {name} exited with {process.returncode}\n{self.logs()}")
             try:
-                health = requests.get(f"{self.url}/api/v2/monitor/health", timeout=2).json()
-                if health.get("scheduler", {}).get("status") == "healthy" and health.get("dag_processor", {}).get("status") == "healthy":
+                health = requests.get(f"{self.url}/api/v2/monitor/health", timeout=10).json()  # a busy machine answers slowly
+                components = ("scheduler", "dag_processor", *(("triggerer",) if self.triggerer else ()))
+                if all(health.get(name, {}).get("status") == "healthy" for name in components):
                     return
             except (requests.RequestException, ValueError):
                 pass
             time.sleep(1)
-        raise TimeoutError(f"Airflow did not become healthy in {timeout} s\n{self.logs()}")
+        raise TimeoutError(f"Airflow did not become healthy in {timeout} s (last health: {health})\n{self.logs()}")
 
     def token(self, user: str = USER, password: str | None = None) -> str:
         """A bearer token, asked for once per user (tokens last far longer than a test)."""
         if user not in self._tokens:
             answer = requests.post(
-                f"{self.url}/auth/token", json={"username": user, "password": password or PASSWORD}, timeout=60
+                f"{self.url}/auth/token", json={"username": user, "password": password or self.passwords[user]}, timeout=60
             )
             answer.raise_for_status()
             self._tokens[user] = answer.json()["access_token"]
         return self._tokens[user]
 
-    def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        headers = {"Authorization": f"Bearer {self.token()}", **kwargs.pop("headers", {})}
+    def api(self, method: str, path: str, user: str = USER, **kwargs: Any) -> requests.Response:
+        """A REST API v2 call, as `user` (by default the admin)."""
+        headers = {"Authorization": f"Bearer {self.token(user)}", **kwargs.pop("headers", {})}
         # generous: on 2 busy cores the api-server can take a while to answer
         return requests.request(method, f"{self.url}/api/v2{path}", headers=headers, timeout=60, **kwargs)
 
     def wait_until(self, answer: Callable[[], Any], timeout: float, failure: str) -> Any:
         """`answer()` as soon as it is not None, asked every half second: the API has no events to wait on."""
         deadline = time.monotonic() + timeout
-        while (result := answer()) is None:
+
+        def asked() -> Any:
+            try:
+                return answer()
+            except requests.RequestException:  # an api-server too busy to answer in time: ask again
+                return None
+
+        while (result := asked()) is None:
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"{failure} in {timeout} s\n{self.logs()}")
             time.sleep(0.5)

@@ -8,6 +8,9 @@ PROJECT = Path(__file__).resolve().parents[1]
 EXAMPLE_STAGING = PROJECT / "examples" / "staging" / "rental-pricing-prediction"
 DAGS = PROJECT / "dags"
 PLUGINS = PROJECT / "plugins"
+# `dag.test()` runs have no second person to approve them: the approval step is turned off, and logs a
+# warning and records why (tests/test_approval.py drives the approval itself through real Airflow).
+NO_APPROVAL = {"approval_required": False}
 
 
 def stage_variant(folder: Path, name: str = "rental pricing prediction", version: str = "1.1", **keys: str) -> Path:

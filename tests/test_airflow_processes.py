@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from tests.airflow_processes import AirflowStack
-from tests.helpers import EXAMPLE_STAGING
+from tests.helpers import EXAMPLE_STAGING, NO_APPROVAL
 
 pytestmark = pytest.mark.airflow_processes
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.airflow_processes
 def atlas_entities(devstack, **filters):
     conn = devstack.connections["atlas_default"]
     criteria = [{"attributeName": k, "operator": "=", "attributeValue": v} for k, v in filters.items()]
-    query = {"typeName": "model", "excludeDeletedEntities": True, "attributes": ["dagRunId", "deployStatus", "deploy.datetime"], "limit": 100}
+    query = {"typeName": "model", "excludeDeletedEntities": True, "attributes": ["dagRunId", "deployStatus", "deploy.datetime", "approvalComment", "requestedBy"], "limit": 100}
     if criteria:
         query["entityFilters"] = {"condition": "AND", "criterion": criteria}
     answer = requests.post(f"http://{conn['host']}:{conn['port']}/api/atlas/v2/search/basic", json=query, auth=(conn["login"], conn["password"]), timeout=10)
@@ -41,7 +41,8 @@ def test_rest_trigger_deploys_and_bad_conf_starts_no_run(airflow, devstack):
     assert missing_date.status_code == 422
     assert runs() == 0
 
-    answer = airflow.api("POST", "/dags/model_deployment/dagRuns", json={"logical_date": None, "conf": {"staging": str(EXAMPLE_STAGING)}})
+    # no second person here: tests/test_approval.py drives the approval; this run turns it off, visibly
+    answer = airflow.api("POST", "/dags/model_deployment/dagRuns", json={"logical_date": None, "conf": {**NO_APPROVAL, "staging": str(EXAMPLE_STAGING)}})
     assert answer.status_code == 200, answer.text
     run_id = answer.json()["dag_run_id"]
     run = airflow.wait_run("model_deployment", run_id)
@@ -57,6 +58,7 @@ def test_rest_trigger_deploys_and_bad_conf_starts_no_run(airflow, devstack):
     # the secret never reaches the task logs
     password = devstack.connections["atlas_default"]["password"]
     expected = {"fetch_staging": "Staged rental pricing prediction", "push_to_registry": "Model registry:",
+                "approve_deployment": "NO APPROVAL ASKED for rental pricing prediction v1.1: approval not required",
                 "deploy_model": "Serving rental pricing prediction v1.1", "register_in_atlas": "Atlas entity"}
     for task_id, line in expected.items():
         log = airflow.task_log("model_deployment", run_id, task_id)
@@ -65,14 +67,24 @@ def test_rest_trigger_deploys_and_bad_conf_starts_no_run(airflow, devstack):
 
 
 def test_scheduled_redeploy_maps_models_and_leaves_current_ones_alone(devstack, postgres, tmp_path):
+    """The scheduler's run of a changed version waits for a person's approval (no person triggered it, so
+    any user may approve); the next run finds the model serving exactly its bundle and asks no one."""
     manifest = tmp_path / "redeploy.yaml"
     manifest.write_text(json.dumps({"models": [{"staging": str(EXAMPLE_STAGING)}]}))
     env = {**devstack.env(), "MODEL_GOVERNANCE_REDEPLOY_MANIFEST": str(manifest), "MODEL_GOVERNANCE_REDEPLOY_SCHEDULE": "* * * * *"}
+    approve = "/dags/model_redeploy/dagRuns/{run}/taskInstances/redeploy.approve_deployment/0/hitlDetails"
     with AirflowStack(tmp_path / "airflow", env, postgres) as airflow:
         airflow.wait_dag("model_redeploy")
         # the schedule starts a run by itself at the next minute: taken as soon as the API lists it
-        first = airflow.wait_run("model_redeploy", airflow.wait_new_run("model_redeploy", "scheduled", timeout=120))
-        assert first["run_type"] == "scheduled" and first["state"] == "success", airflow.task_states("model_redeploy", first["dag_run_id"])
+        first_id = airflow.wait_new_run("model_redeploy", "scheduled", timeout=120)
+        waiting = lambda: True if airflow.task_states("model_redeploy", first_id).get("redeploy.approve_deployment[0]") == "awaiting_input" else None  # noqa: E731
+        airflow.wait_until(waiting, 300, "the scheduled run of a changed version did not ask for approval")
+        request = airflow.api("GET", approve.format(run=first_id)).json()
+        assert "No person triggered this run" in request["body"] and "| Requested by | scheduler |" in request["body"]
+        answer = airflow.api("PATCH", approve.format(run=first_id), json={"chosen_options": ["Approve"], "params_input": {"comment": "nightly change reviewed"}})
+        assert answer.status_code == 200, answer.text
+        first = airflow.wait_run("model_redeploy", first_id)
+        assert first["run_type"] == "scheduled" and first["state"] == "success", airflow.task_states("model_redeploy", first_id)
         # the next run, triggered now rather than waited for a minute (max_active_runs=1 queues a scheduled one)
         answer = airflow.api("POST", "/dags/model_redeploy/dagRuns", json={"logical_date": None})
         assert answer.status_code == 200, answer.text
@@ -82,53 +94,17 @@ def test_scheduled_redeploy_maps_models_and_leaves_current_ones_alone(devstack, 
         assert states["redeploy.deploy_model[0]"] == "success"
         deploy = airflow.api("GET", f"/dags/model_redeploy/dagRuns/{second['dag_run_id']}/taskInstances/redeploy.deploy_model/xcomEntries/return_value",
                              params={"map_index": 0}).json()
+        # approval required (the default), yet no one was asked: the model already serves this exact bundle
+        log = airflow.task_log("model_redeploy", second["dag_run_id"], "redeploy.approve_deployment", map_index=0)
+        assert "NO APPROVAL ASKED for rental pricing prediction v1.1: unchanged" in log, log[-2000:]
+        assert airflow.api("GET", approve.format(run=second["dag_run_id"])).status_code == 404  # no request written
         entities = atlas_entities(devstack)
         assert len(entities) == 1
         # the second run found the model current: verified and left alone, still registered by the first run
         assert deploy["value"]["deploy"]["unchanged"] is True
         assert entities[0]["attributes"]["dagRunId"] == first["dag_run_id"]
-
-
-def test_trigger_form_in_the_ui_deploys(devstack, postgres, tmp_path):
-    """Headless Chromium opens the DAG's trigger form, fills the staged model, triggers; the run succeeds."""
-    from playwright.sync_api import sync_playwright
-
-    env = {**devstack.env(), "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True"}
-    with AirflowStack(tmp_path / "airflow", env, postgres) as airflow, sync_playwright() as playwright:
-        airflow.wait_dag("model_deployment")
-        browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{airflow.url}/dags/model_deployment")
-            page.get_by_role("button", name="Trigger").first.click()
-            dialog = page.get_by_role("dialog")
-            # every parameter shows its title and description, with its default filled in
-            dialog.get_by_text("Run Parameters").wait_for()
-            shown = dialog.inner_text()
-            from tests.helpers import DAGS  # noqa: F401 - the params as the DAG declares them
-            from airflow.dag_processing.dagbag import DagBag
-
-            params = DagBag(dag_folder=str(DAGS / "model_deployment.py")).dags["model_deployment"].params
-            for name in params:
-                param = params.get_param(name)
-                assert param.schema["title"] in shown and param.description in shown, name
-            assert dialog.locator("#element_staging").input_value() == "rental-pricing-prediction"
-            assert dialog.locator("#element_registry_root").input_value() == "hdfs:///model-registry"
-            dialog.locator("#element_staging").fill(str(EXAMPLE_STAGING))
-            dialog.get_by_role("button", name="Trigger").click()
-            # the page says the run was triggered (Airflow's toast), and the form is closed
-            page.get_by_text("Dag Run Triggered").wait_for(state="visible", timeout=30_000)
-            dialog.wait_for(state="hidden", timeout=30_000)
-        finally:
-            browser.close()
-        runs = airflow.api("GET", "/dags/model_deployment/dagRuns").json()["dag_runs"]
-        assert len(runs) == 1 and runs[0]["conf"]["staging"] == str(EXAMPLE_STAGING)
-        run = airflow.wait_run("model_deployment", runs[0]["dag_run_id"])
-        assert run["state"] == "success", airflow.task_states("model_deployment", run["dag_run_id"])
-        assert len(atlas_entities(devstack, dagRunId=run["dag_run_id"])) == 1
+        [approved] = atlas_entities(devstack, approvedBy="admin")
+        assert approved["attributes"]["approvalComment"] == "nightly change reviewed" and approved["attributes"]["requestedBy"] == "scheduler"
 
 
 def test_celery_workers_with_separate_folders_run_deployments_at_once(devstack, postgres, redis_server, tmp_path):
@@ -151,7 +127,7 @@ def test_celery_workers_with_separate_folders_run_deployments_at_once(devstack, 
             airflow.wait_dag("model_deployment")
             run_ids = []
             for folder in staged:
-                answer = airflow.api("POST", "/dags/model_deployment/dagRuns", json={"logical_date": None, "conf": {"staging": str(folder)}})
+                answer = airflow.api("POST", "/dags/model_deployment/dagRuns", json={"logical_date": None, "conf": {**NO_APPROVAL, "staging": str(folder)}})
                 assert answer.status_code == 200, answer.text
                 run_ids.append(answer.json()["dag_run_id"])
             for run_id in run_ids:
@@ -202,7 +178,7 @@ def test_secrets_reach_no_log_xcom_rendered_field_atlas_manifest_or_process_argu
         try:
             airflow.wait_dag("model_deployment")
             staging = f"https://127.0.0.1:{archives.port}/owner/private/zipball/v1"
-            answer = airflow.api("POST", "/dags/model_deployment/dagRuns", json={"logical_date": None, "conf": {"staging": staging}})
+            answer = airflow.api("POST", "/dags/model_deployment/dagRuns", json={"logical_date": None, "conf": {**NO_APPROVAL, "staging": staging}})
             run_id = answer.json()["dag_run_id"]
             run = airflow.wait_run("model_deployment", run_id)
             assert run["state"] == "success", (airflow.task_states("model_deployment", run_id), airflow.logs())

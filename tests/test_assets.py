@@ -9,7 +9,7 @@ import hashlib
 import pytest
 import requests
 
-from tests.helpers import EXAMPLE_STAGING, load_dag, mleap_base
+from tests.helpers import EXAMPLE_STAGING, NO_APPROVAL, load_dag, mleap_base
 
 SHA256 = hashlib.sha256((EXAMPLE_STAGING / "executable/airbnb.model.lr.zip").read_bytes()).hexdigest()
 
@@ -34,7 +34,7 @@ def test_a_deployment_adds_its_events_and_the_smoke_test_scores_its_endpoint(dev
     from model_governance.exceptions import InvalidInputError, ModelVerificationError
 
     dag = load_dag("model_deployment")
-    run = dag.test(run_conf={"staging": str(EXAMPLE_STAGING)})
+    run = dag.test(run_conf={"staging": str(EXAMPLE_STAGING), **NO_APPROVAL})
     assert run.state == "success"
     registered = run.get_task_instance("register_in_atlas").xcom_pull(task_ids="register_in_atlas")
     events = asset_events(run.run_id)

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from tests.helpers import PROJECT, atlas_call, atlas_search, load_dag
+from tests.helpers import NO_APPROVAL, PROJECT, atlas_call, atlas_search, load_dag
 
 pytestmark = pytest.mark.skipif(shutil.which("java") is None, reason="Spark needs a Java runtime")
 STAGING = PROJECT / "examples" / "staging" / "rental-pricing-batch"
@@ -26,7 +26,7 @@ def test_batch_deployment_scores_and_records_lineage(devstack, airflow_db, tmp_p
     assert "spark_default" in devstack.connections
     dag = load_dag("model_batch_deployment")
     output = tmp_path / "scores"
-    run = dag.test(run_conf={"staging": str(STAGING), "inputs": [str(INPUT)], "output": str(output)})
+    run = dag.test(run_conf={**NO_APPROVAL, "staging": str(STAGING), "inputs": [str(INPUT)], "output": str(output)})
     assert run.state == "success", {ti.task_id: ti.state for ti in run.get_task_instances()}
 
     # the job ran: one scored row per input row
@@ -57,15 +57,15 @@ def test_batch_deployment_scores_and_records_lineage(devstack, airflow_db, tmp_p
 def test_a_rerun_rewrites_the_output_and_keeps_one_entity(devstack, airflow_db, tmp_path):
     dag = load_dag("model_batch_deployment")
     conf = {"staging": str(STAGING), "inputs": [str(INPUT)], "output": str(tmp_path / "scores")}
-    first = dag.test(run_conf=conf)
-    second = dag.test(run_conf=conf)
+    first = dag.test(run_conf={**NO_APPROVAL, **conf})
+    second = dag.test(run_conf={**NO_APPROVAL, **conf})
     assert (first.state, second.state) == ("success", "success")
     assert len(atlas_search(devstack.connections["atlas_default"], limit=10)) == 1
 
 
 def test_a_staged_mleap_bundle_is_refused_for_spark(devstack, airflow_db, tmp_path):
     dag = load_dag("model_batch_deployment")
-    run = dag.test(run_conf={"staging": str(PROJECT / "examples/staging/rental-pricing-prediction"), "inputs": [str(INPUT)], "output": str(tmp_path / "o")})
+    run = dag.test(run_conf={**NO_APPROVAL, "staging": str(PROJECT / "examples/staging/rental-pricing-prediction"), "inputs": [str(INPUT)], "output": str(tmp_path / "o")})
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert run.state == "failed" and states["fetch_staging"] == "failed" and states["deploy_model"] == "upstream_failed"
 
@@ -158,7 +158,7 @@ def test_a_second_spark_model_deploys_and_scores_with_its_own_prediction_column(
 
     dag = load_dag("model_batch_deployment")
     output = tmp_path / "churn-scores"
-    run = dag.test(run_conf={"staging": str(staged), "inputs": [str(to_score)], "output": str(output)})
+    run = dag.test(run_conf={**NO_APPROVAL, "staging": str(staged), "inputs": [str(to_score)], "output": str(output)})
     assert run.state == "success", {ti.task_id: ti.state for ti in run.get_task_instances()}
     scored = pq.read_table(output)
     assert scored.column_names == ["customer_id", "tenure_months", "support_calls", "churn_predicted"]

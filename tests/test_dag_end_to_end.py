@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from tests.helpers import (
+    NO_APPROVAL,
     EXAMPLE_STAGING,
     atlas_call,
     atlas_search,
@@ -24,7 +25,7 @@ from tests.helpers import (
     serving_inputs,
 )
 
-TASKS = ["fetch_staging", "push_to_registry", "deploy_model", "register_in_atlas"]
+TASKS = ["fetch_staging", "push_to_registry", "approve_deployment", "deploy_model", "register_in_atlas"]
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,7 @@ def dag():
 
 def test_dagbag_has_the_four_steps_in_order(dag):
     assert dag.params["staging"] == "rental-pricing-prediction"
+    assert dag.params["approval_required"] is True  # a person approves unless the run says otherwise
     for upstream, downstream in zip(TASKS, TASKS[1:]):
         assert dag.get_task(upstream).downstream_task_ids >= {downstream}
         assert dag.get_task(downstream).upstream_task_ids == {upstream}
@@ -49,7 +51,7 @@ def test_dagbag_has_the_four_steps_in_order(dag):
 
 
 def run(dag, **conf):
-    dr = dag.test(run_conf=conf)
+    dr = dag.test(run_conf={**NO_APPROVAL, **conf})
     states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
     return dr, states
 
@@ -142,6 +144,14 @@ def test_deploys_archives_and_registers_the_example(dag, airflow_db, devstack):
     names = {guid: header["attributes"]["qualifiedName"] for guid, header in lineage["guidEntityMap"].items()}
     training = f"{registry_fs(devstack)}{version}/trainingdata/listings_sample.csv@primary"
     assert {(names[r["fromEntityId"]], names[r["toEntityId"]]) for r in lineage["relations"]} == {(training, qualified_name)}
+    # the run asked no approval (approval_required false): recorded as such, with why, never as approved
+    assert attrs["approvedBy"] == "not required" and attrs["approvedAt"] > 0
+    assert "approval_required is false" in attrs["approvalComment"]
+    assert attrs["requestedBy"]  # who triggered the run (dag.test(): no user, "unknown")
+    with client.read("/model-registry/.events/rental-pricing-prediction.jsonl") as reader:
+        events = [json.loads(line) for line in reader.read().splitlines()]
+    waived = [e for e in events if e["event"] == "approved"]
+    assert len(waived) == 1 and waived[0]["required"] is False and waived[0]["version"] == "1.1"
 
     # XCom carries the document as plain JSON, and no secret
     xcom = dr.get_task_instance("deploy_model").xcom_pull(task_ids="deploy_model")

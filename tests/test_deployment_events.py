@@ -11,7 +11,7 @@ import shutil
 import pytest
 
 from tests.airflow_processes import AirflowStack
-from tests.helpers import DAGS, EXAMPLE_STAGING
+from tests.helpers import DAGS, EXAMPLE_STAGING, NO_APPROVAL
 
 pytestmark = pytest.mark.airflow_processes
 
@@ -49,7 +49,7 @@ def test_a_deployment_triggers_the_consumers_and_emits_openlineage(devstack, pos
     with stack as airflow:
         for dag_id in ("model_deployment", "model_deployment_smoke_test", "watch_rental_pricing", "watch_churn"):
             airflow.wait_dag(dag_id)
-        answer = airflow.api("POST", "/dags/model_deployment/dagRuns", json={"logical_date": None, "conf": {"staging": str(EXAMPLE_STAGING)}})
+        answer = airflow.api("POST", "/dags/model_deployment/dagRuns", json={"logical_date": None, "conf": {"staging": str(EXAMPLE_STAGING), **NO_APPROVAL}})
         assert answer.status_code == 200, answer.text
         run_id = answer.json()["dag_run_id"]
         run = airflow.wait_run("model_deployment", run_id)

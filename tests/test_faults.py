@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from tests import helpers
-from tests.helpers import EXAMPLE_STAGING, atlas_search, load_dag, rebundle, stage_variant
+from tests.helpers import NO_APPROVAL, EXAMPLE_STAGING, atlas_search, load_dag, rebundle, stage_variant
 
 SAMPLE = json.loads((EXAMPLE_STAGING / "samples/leapframe.json").read_text())
 RESULTS: list[tuple[str, str]] = []  # (fault, outcome): read by conftest's terminal summary
@@ -173,7 +173,7 @@ def deploy_first_version(dag, stack, tmp_path):
     """Version 1.0 (its intercept moved) deployed and serving; what each version predicts."""
     first = stage_variant(tmp_path / "staging", version="1.0")
     rebundle(EXAMPLE_STAGING / "executable/airbnb.model.lr.zip", first / "executable/airbnb.model.lr.zip", intercept_shift=1000.0)
-    first_run = dag.test(run_conf={"staging": str(first)})
+    first_run = dag.test(run_conf={**NO_APPROVAL, "staging": str(first)})
     assert first_run.state == "success"
     LAST_RUN["id"] = first_run.run_id
     predictions = {"1.0": predict(stack)}
@@ -188,7 +188,7 @@ def settle(fault, expected, run, dag, stack, predictions, registered=entities):
         check_invariants(stack, predictions)
         assert _locks(stack) == [], "the run ended holding the model's lock"
         if outcome == "rerun":
-            rerun = dag.test(run_conf={"staging": str(EXAMPLE_STAGING)})
+            rerun = dag.test(run_conf={**NO_APPROVAL, "staging": str(EXAMPLE_STAGING)})
             assert rerun.state == "success", {ti.task_id: ti.state for ti in rerun.get_task_instances()}
         assert check_invariants(stack, predictions) == "1.1"
         assert sorted((e["modelVersion"], e["deployStatus"]) for e in registered(stack)) == [("1.0", "superseded"), ("1.1", "deployed")]
@@ -205,7 +205,7 @@ def run_fault(fault, dag, stack, tmp_path, inject, expected, after_run=lambda: N
     predictions = deploy_first_version(dag, stack, tmp_path)
     staging = inject()
     started = time.monotonic()
-    run = dag.test(run_conf={"staging": str(staging or EXAMPLE_STAGING)})
+    run = dag.test(run_conf={**NO_APPROVAL, "staging": str(staging or EXAMPLE_STAGING)})
     assert time.monotonic() - started < 120, "the run waited on a lock"
     after_run()
     clear_faults(stack)
@@ -217,7 +217,7 @@ def test_wrong_atlas_credentials_fail_at_once_with_a_clear_error(dag, stack, mon
     conn = {**stack.connections["atlas_default"], "password": "not-the-password"}
     monkeypatch.setenv("AIRFLOW_CONN_ATLAS_DEFAULT", json.dumps(conn))
     before = stack.atlas.requests_received
-    run = dag.test(run_conf={"staging": str(EXAMPLE_STAGING)})
+    run = dag.test(run_conf={**NO_APPROVAL, "staging": str(EXAMPLE_STAGING)})
     states = {ti.task_id: (ti.state, ti.try_number) for ti in run.get_task_instances()}
     # the deploy step asks Atlas what serves now before it changes anything: it stops there, at once
     assert run.state == "failed" and states["deploy_model"] == ("failed", 1) and states["register_in_atlas"][0] == "upstream_failed"
@@ -372,7 +372,7 @@ def test_fault_mleap_jvm_killed_during_a_load(dag, tmp_path, monkeypatch, reques
             errors: list[str] = []
             killer = threading.Thread(target=kill_during_the_swap, args=(host, "1.1", errors), daemon=True)
             killer.start()
-            run = dag.test(run_conf={"staging": str(EXAMPLE_STAGING)})
+            run = dag.test(run_conf={**NO_APPROVAL, "staging": str(EXAMPLE_STAGING)})
             killer.join(timeout=60)
             assert not killer.is_alive() and errors == [], errors
             settle(REAL_MLEAP_KILLED, ("survived", "rerun"), run, dag, stack, predictions, registered=searched_soon)

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.helpers import EXAMPLE_STAGING, atlas_call, load_dag, stage_variant
+from tests.helpers import NO_APPROVAL, EXAMPLE_STAGING, atlas_call, load_dag, stage_variant
 
 ANA, GREG = "Ana Ruiz", "Greg Keys"
 
@@ -52,7 +52,7 @@ def fleet(request, tmp_path_factory, airflow_db):
             ]
             runs = []
             for staged, conn_id in plan + [plan[-1]]:
-                run = dag.test(run_conf={"staging": str(staged), "mleap_conn_id": conn_id})
+                run = dag.test(run_conf={**NO_APPROVAL, "staging": str(staged), "mleap_conn_id": conn_id})
                 assert run.state == "success", {ti.task_id: ti.state for ti in run.get_task_instances()}
                 runs.append(run.get_task_instance("register_in_atlas").xcom_pull(task_ids="register_in_atlas"))
             try:
@@ -234,7 +234,7 @@ def test_the_seed_type_1_0_is_upgraded_in_place_and_its_entities_stay(devstack, 
     found = atlas(devstack, "GET", "/entity/uniqueAttribute/type/model", params={"attr:qualifiedName": old["attributes"]["qualifiedName"]})
     assert found.status_code == 200 and found.json()["entity"]["attributes"]["model.version"] == "x"
     dag = load_dag("model_deployment")
-    assert dag.test(run_conf={"staging": str(EXAMPLE_STAGING)}).state == "success"
+    assert dag.test(run_conf={**NO_APPROVAL, "staging": str(EXAMPLE_STAGING)}).state == "success"
 
 
 @pytest.mark.real_twin("atlas")
@@ -277,7 +277,7 @@ def test_back_to_back_deployments_at_one_target_keep_the_supersede_chain(devstac
     dag = load_dag("model_deployment")
     runs = []
     for staged in (stage_variant(tmp_path, "rental pricing prediction", "1.0"), EXAMPLE_STAGING):
-        run = dag.test(run_conf={"staging": str(staged)})
+        run = dag.test(run_conf={**NO_APPROVAL, "staging": str(staged)})
         assert run.state == "success", {ti.task_id: ti.state for ti in run.get_task_instances()}
         runs.append(run.get_task_instance("register_in_atlas").xcom_pull(task_ids="register_in_atlas"))
         hook = AtlasHook()

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.helpers import EXAMPLE_STAGING, load_dag, stage_variant
+from tests.helpers import EXAMPLE_STAGING, NO_APPROVAL, load_dag, stage_variant
 
 MODEL = "rental pricing prediction"
 
@@ -30,7 +30,7 @@ def cli(*argv: str) -> tuple[int, str, str]:
 
 
 def deploy(dag, staged, **conf):
-    run = dag.test(run_conf={"staging": str(staged), **conf})
+    run = dag.test(run_conf={"staging": str(staged), **NO_APPROVAL, **conf})
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert run.state == "success", states
     return run.get_task_instance("register_in_atlas").xcom_pull(task_ids="register_in_atlas")
@@ -317,7 +317,7 @@ def test_a_refused_validation_leaves_nothing_and_an_approved_one_is_recorded_and
     dag = load_dag("model_deployment")
     expired = stage_variant(tmp_path / "expired", MODEL, "1.2", validation_status="approved", validation_by="MRO",
                             validation_valid_until="2020-01-31", risk_tier="2")
-    run = dag.test(run_conf={"staging": str(expired)})
+    run = dag.test(run_conf={"staging": str(expired), **NO_APPROVAL})
     fetch = run.get_task_instance("fetch_staging")
     assert run.state == "failed" and (fetch.state, fetch.try_number) == ("failed", 1)  # no retries: bad input
     assert {ti.task_id: ti.state for ti in run.get_task_instances()}["push_to_registry"] == "upstream_failed"

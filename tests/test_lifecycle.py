@@ -13,7 +13,7 @@ import pytest
 import requests
 from airflow.sdk.exceptions import ParamValidationError
 
-from tests.helpers import EXAMPLE_STAGING, atlas_call, atlas_search, load_dag, mleap_api, predict, rebundle, stage_variant
+from tests.helpers import EXAMPLE_STAGING, NO_APPROVAL, atlas_call, atlas_search, load_dag, mleap_api, predict, rebundle, stage_variant
 
 BUNDLE = EXAMPLE_STAGING / "executable/airbnb.model.lr.zip"
 SHIFT = 1000.0  # version 1.0's intercept is moved by this much: what predicts tells the versions apart
@@ -27,6 +27,8 @@ def dags():
 
 
 def run(dag, **kwargs):
+    if "approval_required" in dag.params:  # a deployment DAG: no one to approve under dag.test()
+        kwargs["run_conf"] = {**NO_APPROVAL, **kwargs.get("run_conf", {})}
     dr = dag.test(**kwargs)
     return dr, {ti.task_id: ti.state for ti in dr.get_task_instances()}
 

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.helpers import DAGS, EXAMPLE_STAGING, predict_at
+from tests.helpers import NO_APPROVAL, DAGS, EXAMPLE_STAGING, predict_at
 
 pytestmark = pytest.mark.live
 NAMES = ("ATLAS", "MLEAP", "MLEAP_MODELS_DIR", "MLEAP_API", "WEBHDFS")
@@ -74,7 +74,7 @@ def test_the_example_deploys_on_real_services(airflow_db, live):
     from hdfs import InsecureClient
 
     dag = DagBag(dag_folder=str(DAGS / "model_deployment.py")).dags["model_deployment"]
-    run = dag.test(run_conf={"staging": str(EXAMPLE_STAGING)})
+    run = dag.test(run_conf={**NO_APPROVAL, "staging": str(EXAMPLE_STAGING)})
     assert run.state == "success", {ti.task_id: ti.state for ti in run.get_task_instances()}
 
     # Atlas: the entity the run registered, read back by its guid

@@ -12,7 +12,7 @@ import requests
 
 from tests import helpers
 from tests.real_services import unload_named
-from tests.helpers import EXAMPLE_STAGING, atlas_search, load_dag, rebundle, stage_variant
+from tests.helpers import NO_APPROVAL, EXAMPLE_STAGING, atlas_search, load_dag, rebundle, stage_variant
 
 SAMPLE = json.loads((EXAMPLE_STAGING / "samples/leapframe.json").read_text())
 BUNDLE = EXAMPLE_STAGING / "executable/airbnb.model.lr.zip"
@@ -68,7 +68,7 @@ def candidate_gone(serving, run) -> bool:
 
 
 def deploy(dag, serving, staged):
-    run = dag.test(run_conf={"staging": str(staged), "mleap_conn_id": serving[1]})
+    run = dag.test(run_conf={**NO_APPROVAL, "staging": str(staged), "mleap_conn_id": serving[1]})
     return run, {ti.task_id: ti.state for ti in run.get_task_instances()}
 
 
@@ -171,7 +171,7 @@ def test_a_legacy_load_slower_than_the_request_timeout_is_sent_once_and_verified
     with MLeapStandIn(tmp_path / "slow", mounts={"/models": models_dir}, load_delay=1.5, request_timeout=0.3) as slow:
         monkeypatch.setenv("AIRFLOW_CONN_MLEAP_SLOW", json.dumps(
             {"conn_type": "mleap", "host": "127.0.0.1", "port": slow.port, "extra": {"api": "legacy", "models_dir": str(models_dir)}}))
-        run = dag.test(run_conf={"staging": str(EXAMPLE_STAGING), "mleap_conn_id": "mleap_slow"})
+        run = dag.test(run_conf={**NO_APPROVAL, "staging": str(EXAMPLE_STAGING), "mleap_conn_id": "mleap_slow"})
         assert run.state == "success", {ti.task_id: ti.state for ti in run.get_task_instances()}
         assert slow.loads_requested == 1
         assert predict(("legacy", "mleap_slow", slow.url, slow)) is not None
@@ -192,7 +192,7 @@ def test_a_legacy_load_with_an_unknown_outcome_is_rolled_back(dag, devstack, tmp
         dag.get_task("deploy_model").load_timeout = 2.0
         dag.get_task("deploy_model").retries = 0
         try:
-            run = dag.test(run_conf={"staging": str(staged), "mleap_conn_id": "mleap_slow"})
+            run = dag.test(run_conf={**NO_APPROVAL, "staging": str(staged), "mleap_conn_id": "mleap_slow"})
         finally:
             dag.get_task("deploy_model").load_timeout = 120.0
             dag.get_task("deploy_model").retries = 2

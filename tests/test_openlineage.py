@@ -131,7 +131,7 @@ from airflow.dag_processing.dagbag import DagBag
 dag = DagBag(dag_folder=os.environ["MG_DAG_FILE"]).dags["model_deployment"]
 results = []
 for staging in sys.argv[1:]:
-    run = dag.test(run_conf={"staging": staging})
+    run = dag.test(run_conf={"staging": staging, "approval_required": False})
     results.append({"run_id": run.run_id, "state": str(run.state),
                     "tasks": {ti.task_id: str(ti.state) for ti in run.get_task_instances()}})
 print("RESULTS " + json.dumps(results))

@@ -4,9 +4,10 @@ a second run that finds every model current and leaves it alone."""
 from __future__ import annotations
 
 import json
+import signal
 
 
-from tests.helpers import atlas_search, load_dag, stage_variant
+from tests.helpers import NO_APPROVAL, atlas_search, load_dag, stage_variant
 
 
 def test_several_models_in_one_run_then_all_left_alone(devstack, airflow_db, tmp_path, monkeypatch):
@@ -25,15 +26,26 @@ def test_several_models_in_one_run_then_all_left_alone(devstack, airflow_db, tmp
         monkeypatch.setenv("MODEL_GOVERNANCE_REDEPLOY_MANIFEST", str(manifest))
         dag = load_dag("model_redeploy")
 
-        first = dag.test()
+        first = dag.test(run_conf=NO_APPROVAL)  # three new versions: no second person here to approve them
         assert first.state == "success", {(ti.task_id, ti.map_index): ti.state for ti in first.get_task_instances()}
         assert sorted(spring.models) == ["m0", "m1", "m2"]
         hdfs = InsecureClient(f"http://127.0.0.1:{devstack.webhdfs.port}", user="hdfs")
-        assert sorted(hdfs.list("/model-registry")) == [".locks", ".pending", ".served", "model-0", "model-1", "model-2"]
+        assert sorted(hdfs.list("/model-registry")) == [".events", ".locks", ".pending", ".served", "model-0", "model-1", "model-2"]
         assert hdfs.list("/model-registry/.pending") == [] and hdfs.list("/model-registry/.locks") == []
 
-        second = dag.test()
+        # approval required (the default), and not asked: every model already serves exactly its bundle.
+        # Were one asked, dag.test() would wait for an answer forever: the alarm turns that into a failure.
+        previous = signal.signal(signal.SIGALRM, no_answer)
+        signal.alarm(1200)
+        try:
+            second = dag.test()
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
         assert second.state == "success"
+        approvals = [ti.xcom_pull(task_ids="redeploy.approve_deployment", map_indexes=ti.map_index)["approval"]
+                     for ti in second.get_task_instances() if ti.task_id == "redeploy.approve_deployment"]
+        assert len(approvals) == 3 and all(not a["required"] and a["comment"].startswith("unchanged: ") for a in approvals)
         deploys = [ti.xcom_pull(task_ids="redeploy.deploy_model", map_indexes=ti.map_index)
                    for ti in second.get_task_instances() if ti.task_id == "redeploy.deploy_model"]
         assert len(deploys) == 3 and all(doc["deploy"]["unchanged"] for doc in deploys)
@@ -41,3 +53,7 @@ def test_several_models_in_one_run_then_all_left_alone(devstack, airflow_db, tmp
 
     found = atlas_search(devstack.connections["atlas_default"], attributes=["dagRunId"], limit=10)
     assert len(found) == 3 and {e["attributes"]["dagRunId"] for e in found} == {first.run_id}  # left alone by the second run
+
+
+def no_answer(*_):
+    raise TimeoutError("the redeploy of unchanged models waited for an approval")

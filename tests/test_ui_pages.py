@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from tests.helpers import load_dag, stage_variant
+from tests.helpers import NO_APPROVAL, load_dag, stage_variant
 
 HOSTILE = {
     "owner": '<script>alert("owner")</script>',
@@ -46,7 +46,7 @@ def test_link_is_made_only_for_http_urls_and_paths():
 
 def test_hostile_metadata_is_shown_as_text(devstack, client, tmp_path):
     staged = stage_variant(tmp_path, **HOSTILE)
-    run = load_dag("model_deployment").test(run_conf={"staging": str(staged)})
+    run = load_dag("model_deployment").test(run_conf={"staging": str(staged), **NO_APPROVAL})
     assert run.state == "success"
     table = client.get("/deployments")
     assert table.status_code == 200

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from tests.airflow_processes import PASSWORD, USER, AirflowStack
-from tests.helpers import EXAMPLE_STAGING, atlas_call
+from tests.helpers import EXAMPLE_STAGING, NO_APPROVAL, atlas_call
 
 pytestmark = pytest.mark.airflow_processes
 
@@ -40,7 +40,7 @@ def stack(postgres, tmp_path_factory):
         with airflow:
             airflow.wait_dag("model_deployment")
             answer = airflow.api("POST", "/dags/model_deployment/dagRuns",
-                                 json={"logical_date": None, "conf": {"staging": str(EXAMPLE_STAGING)}})
+                                 json={"logical_date": None, "conf": {"staging": str(EXAMPLE_STAGING), **NO_APPROVAL}})
             assert answer.status_code == 200, answer.text
             run_id = answer.json()["dag_run_id"]
             run = airflow.wait_run("model_deployment", run_id)

@@ -1,5 +1,5 @@
-"""The deployment steps as every DAG wires them, written once: fetch → publish → deploy → register, and
-clean_up after all of them, whatever happened. Also the `default_args` the DAGs share."""
+"""The deployment steps as every DAG wires them, written once: fetch → publish → approve → deploy →
+register, and clean_up after all of them, whatever happened. Also the `default_args` the DAGs share."""
 
 from __future__ import annotations
 
@@ -63,6 +63,7 @@ def mleap_deploy(
 class DeploymentSteps:
     fetch: BaseOperator
     publish: BaseOperator
+    approve: BaseOperator
     deploy: BaseOperator  # the deploy step's last task
     register: BaseOperator
     clean_up: BaseOperator
@@ -77,6 +78,9 @@ def deployment_steps(
     force: Any = False,
     webhdfs_conn_id: Any = WEBHDFS_CONN_ID,
     atlas_conn_id: Any = ATLAS_CONN_ID,
+    approval_required: Any = True,
+    serving_conn_id: Any = MLEAP_CONN_ID,
+    skip_unchanged: Any = False,
 ) -> DeploymentSteps:
     """Add the steps to the DAG or task group being defined; every argument may be a template or an XComArg.
 
@@ -87,8 +91,12 @@ def deployment_steps(
     :param force: replace a registry version that holds other content.
     :param webhdfs_conn_id: the WebHDFS connection.
     :param atlas_conn_id: the Atlas connection.
+    :param approval_required: whether a person approves the deployment before it serves.
+    :param serving_conn_id: the deploy step's MLeap serving or Spark connection (the request's target).
+    :param skip_unchanged: ask no approval for a version that already serves this exact bundle.
     """
     from model_governance.assets import DEPLOYMENTS_ALIAS
+    from model_governance.operators.approval import DeploymentApprovalOperator
     from model_governance.operators.atlas import AtlasCreateModelEntityOperator
     from model_governance.operators.fetch import FetchStagingOperator
     from model_governance.operators.registry import CleanUpRunOperator, PublishToRegistryOperator
@@ -108,7 +116,18 @@ def deployment_steps(
         webhdfs_conn_id=webhdfs_conn_id,
         force=force,
     )
-    first, last = deploy(publish.output)
+    # Between archiving and serving: what a person approves is the archived bundle the deploy step serves.
+    approve = DeploymentApprovalOperator(
+        task_id="approve_deployment",
+        document=publish.output,
+        required=approval_required,
+        host_type=host_type,
+        serving_conn_id=serving_conn_id,
+        webhdfs_conn_id=webhdfs_conn_id,
+        atlas_conn_id=atlas_conn_id,
+        skip_unchanged=skip_unchanged,
+    )
+    first, last = deploy(approve.output)
     register = AtlasCreateModelEntityOperator(
         task_id="register_in_atlas",
         document=last.output,
@@ -126,5 +145,5 @@ def deployment_steps(
     )
     clean_up.as_teardown(setups=fetch)
     clean_up.trigger_rule = TriggerRule.ALL_DONE
-    [publish, first, last, register] >> clean_up
-    return DeploymentSteps(fetch, publish, last, register, clean_up)
+    [publish, approve, first, last, register] >> clean_up
+    return DeploymentSteps(fetch, publish, approve, last, register, clean_up)

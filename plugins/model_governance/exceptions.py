@@ -69,3 +69,7 @@ class AtlasRefusedError(AtlasError, AirflowFailException):
 class TamperedArchiveError(InvalidInputError):
     """An archived version no longer matches what was recorded (its manifest, or Atlas's checksums): it
     is not served again, and a retry would read the same bytes."""
+
+
+class DeploymentRejectedError(AirflowFailException):
+    """The approver rejected the deployment: the run ends, nothing is deployed, no retry."""

@@ -79,9 +79,28 @@ def registry_params() -> dict[str, Any]:
     }
 
 
+def approval_params() -> dict[str, Any]:
+    """approval_required: whether a person must approve the deployment before it serves."""
+    from airflow.sdk import Param
+
+    return {
+        "approval_required": Param(
+            True,
+            type="boolean",
+            title="Require approval",
+            description=(
+                "A person other than the one who triggers the run approves the deployment (Required "
+                "Actions) before it serves. Off: no approval is asked; the run logs a warning and records "
+                "in Atlas and the model's event log that none was required."
+            ),
+        )
+    }
+
+
 def step_arguments() -> dict[str, str]:
-    """`deployment_steps` arguments as templates of the params `staging_param` and `registry_params` make."""
-    names = ("staging", "registry_root", "force", "webhdfs_conn_id", "atlas_conn_id")
+    """`deployment_steps` arguments as templates of the params `staging_param`, `registry_params` and
+    `approval_params` make."""
+    names = ("staging", "registry_root", "force", "webhdfs_conn_id", "atlas_conn_id", "approval_required")
     return {name: f"{{{{ params.{name} }}}}" for name in names}
 
 

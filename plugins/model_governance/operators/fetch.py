@@ -112,7 +112,7 @@ class FetchStagingOperator(DeploymentLineageMixin, BaseOperator):
             dag_id=dag_id,
             run_id=context["run_id"],
             run_key=key,
-            requested_by=requested_by(context),
+            requested_by=requested_by(context),  # the approval step refuses this user's approval
             validation=validation,
         )
         return self.lineage_output(doc.to_json())
