@@ -73,10 +73,10 @@ def test_the_dag_writes_archived_and_deployed_events_under_the_lock_and_verify_l
     held = []  # the lock's holder each time the register step appends
     original = eventlog.record_deployed
 
-    def watched(registry, doc):
+    def watched(registry, doc, *args):
         holder = json.loads(registry.read_bytes(registry.lock_path(doc.model.slug)))
         held.append((holder["run_id"], doc.run_key))
-        return original(registry, doc)
+        return original(registry, doc, *args)
 
     monkeypatch.setattr(eventlog, "record_deployed", watched)
     dag = load_dag("model_deployment")
@@ -86,31 +86,35 @@ def test_the_dag_writes_archived_and_deployed_events_under_the_lock_and_verify_l
     assert [run_id for run_id, _ in held] == [key for _, key in held] and len(held) == 2
 
     log = events(reg)
+    # each run waives approval (approval_required false under dag.test()), which the log records too
     assert [(e["event"], e["version"]) for e in log] == [
-        ("archived", "1.0"), ("deployed", "1.0"), ("archived", "1.1"), ("deployed", "1.1"),
+        ("archived", "1.0"), ("approved", "1.0"), ("deployed", "1.0"),
+        ("archived", "1.1"), ("approved", "1.1"), ("deployed", "1.1"),
+        ("approved", "1.1"),  # the unchanged third run: its waiver is recorded, nothing is deployed
     ]
+    assert log[1]["required"] is False and log[4]["required"] is False
     bundle = reg.published_manifest(model_slug(MODEL), "1.1")
     sha256 = next(entry.sha256 for entry in bundle if entry.path.startswith("executable/"))
-    deployed = log[3]
+    deployed = log[5]
     assert deployed["qualified_name"] == second["qualifiedName"] == again["qualifiedName"]
     hook = AtlasHook()
     entity = hook.get_entity("model", again["qualifiedName"])["entity"]["attributes"]
     assert deployed["sha256"] == sha256 == entity["serializedObjectSha256"]
     assert deployed["target"] == entity["deployTarget"] and deployed["run_key"] == entity["dagRunId"]
     assert deployed["requested_by"] == entity["requestedBy"] != ""
-    assert "approved_by" not in deployed  # no approval step on main yet: no approver is claimed
-    assert log[2]["url"] == entity["registryUrl"] and log[2]["sha256"] == sha256
+    assert deployed["approved_by"] == "not required"  # waived, never claimed as a person's approval
+    assert log[3]["url"] == entity["registryUrl"] and log[3]["sha256"] == sha256
     # the entity keeps the sha256 of the line that recorded it
     lines = eventlog.read_lines(reg, model_slug(MODEL))
-    assert entity["eventLogHead"] == eventlog.line_hash(lines[3])
-    assert hook.get_entity("model", first["qualifiedName"])["entity"]["attributes"]["eventLogHead"] == eventlog.line_hash(lines[1])
+    assert entity["eventLogHead"] == eventlog.line_hash(lines[5])
+    assert hook.get_entity("model", first["qualifiedName"])["entity"]["attributes"]["eventLogHead"] == eventlog.line_hash(lines[2])
 
     code, out, err = cli("verify-log", MODEL)
     assert code == 0, err
     where = reg.store.url(eventlog.log_path(reg, model_slug(MODEL)))
     assert where.endswith("/model-registry/.events/rental-pricing-prediction.jsonl")
-    assert out.splitlines()[0] == f"{MODEL} ({where}): intact, 4 events"
-    assert f"Atlas: the latest deployment, {again['qualifiedName']}, is line 4, the log's last deployed line" in out
+    assert out.splitlines()[0] == f"{MODEL} ({where}): intact, 7 events"
+    assert f"Atlas: the latest deployment, {again['qualifiedName']}, is line 6, the log's last deployed line" in out
 
     # an edited line: the next line's prev no longer matches
     edited = list(lines)
@@ -123,7 +127,7 @@ def test_the_dag_writes_archived_and_deployed_events_under_the_lock_and_verify_l
     write_log(reg, lines[:2] + lines[3:])
     code, out, _ = cli("verify-log", MODEL, "--json")
     verdict = json.loads(out)
-    assert code == 1 and (verdict["intact"], verdict["brokenAt"], verdict["events"]) == (False, 3, 3)
+    assert code == 1 and (verdict["intact"], verdict["brokenAt"], verdict["events"]) == (False, 3, 6)
 
     # the last lines deleted: the chain is whole, but Atlas's eventLogHead is no line of it
     write_log(reg, lines[:3])
@@ -136,15 +140,15 @@ def test_the_dag_writes_archived_and_deployed_events_under_the_lock_and_verify_l
     assert "Atlas not checked: --no-atlas given; lines deleted from the end of the log cannot be detected" in out
 
     # the last line edited: only Atlas's head shows it
-    write_log(reg, lines[:3] + [lines[3].replace(b'"deployed"', b'"deployed" ', 1)])
+    write_log(reg, lines[:5] + [lines[5].replace(b'"deployed"', b'"deployed" ', 1)])
     code, out, _ = cli("verify-log", MODEL)
-    assert code == 1 and "broken at its end (after line 4)" in out
+    assert code == 1 and "broken at its end (after line 6)" in out
 
     # Atlas unreachable: checked chain, and a plain statement that Atlas was not
     write_log(reg, lines)
     monkeypatch.setenv("AIRFLOW_CONN_ATLAS_DOWN", json.dumps({"conn_type": "atlas", "host": "127.0.0.1", "port": 9}))
     code, out, _ = cli("verify-log", MODEL, "--atlas-conn-id", "atlas_down")
-    assert code == 0 and "intact, 4 events" in out and "Atlas not checked: connection 'atlas_down'" in out
+    assert code == 0 and "intact, 7 events" in out and "Atlas not checked: connection 'atlas_down'" in out
 
     # a model that never recorded an event
     code, out, _ = cli("verify-log", "no such model")
@@ -162,7 +166,7 @@ def test_a_retried_publish_or_register_writes_its_event_once(devstack, airflow_d
     done = deploy(dag, EXAMPLE_STAGING)
     reg = registry()
     log = events(reg)
-    assert [e["event"] for e in log] == ["archived", "deployed"]
+    assert [e["event"] for e in log] == ["archived", "approved", "deployed"]
     run = DagRun.find(dag_id=dag.dag_id)[-1]
     doc = DeploymentDocument.from_json(run.get_task_instance("deploy_model").xcom_pull(task_ids="deploy_model"))
     stored = AtlasHook().get_entity("model", done["qualifiedName"])["entity"]["attributes"]
@@ -220,7 +224,7 @@ def test_history_and_trace_at_say_what_served_when_through_rollback_and_retireme
     ]
     requester = old[s.REQUESTED_BY]
     assert requester and [r["requestedBy"] for r in rows] == [requester, requester, "ana"]
-    assert [r["approvedBy"] for r in rows] == [None, None, "omar"]
+    assert [r["approvedBy"] for r in rows] == ["not required", "not required", "omar"]
     assert (rows[1]["endedBy"], rows[1]["endReason"], rows[2]["rollbackOf"]) == ("ana", "prices drift", second["qualifiedName"])
     # the scoring URL names the same target
     code, out, _ = cli("history", new[s.ENDPOINT_URL], "--json")
@@ -229,8 +233,9 @@ def test_history_and_trace_at_say_what_served_when_through_rollback_and_retireme
     code, out, _ = cli("history", target)
     lines = out.splitlines()
     assert lines[0].split() == ["FROM", "(UTC)", "TO", "(UTC)", "VERSION", "REQUESTED", "BY", "APPROVED", "BY", "HOW", "IT", "ENDED", "NOTE"]
-    assert lines[1].split() == [iso(t1), iso(t2), "1.0", *requester.split(), "superseded"]
-    assert lines[2].split() == [iso(t2), iso(t3), "1.1", *requester.split(), "rolled", "back", "by", "ana", "prices", "drift"]
+    waived = ["not", "required"]  # dag.test() runs ask no approval, and the history says so
+    assert lines[1].split() == [iso(t1), iso(t2), "1.0", *requester.split(), *waived, "superseded"]
+    assert lines[2].split() == [iso(t2), iso(t3), "1.1", *requester.split(), *waived, "rolled", "back", "by", "ana", "prices", "drift"]
     assert lines[3].split() == [iso(t3), iso(t4), "1.0", "ana", "omar", "retired", "rollback", "of", f"{second['qualifiedName']}:",
                                 "prices", "drift;", "by", "greg", "listing", "service", "closed"]
     assert len(lines) == 4
@@ -340,7 +345,7 @@ def test_a_refused_validation_leaves_nothing_and_an_approved_one_is_recorded_and
     plain = deploy(dag, EXAMPLE_STAGING)  # no validation keys: deploys as before, and trace says so
     code, out, _ = cli("trace", plain["qualifiedName"])
     assert "  validation:        not recorded (modelMetadata.txt has no model.validation.* keys)" in out
-    assert "approved at" not in out and "ended:" not in out  # Atlas's 0 for an unset date is no moment
+    assert "ended:" not in out  # Atlas's 0 for an unset date is no moment
 
 
 def test_the_fetch_step_warns_when_no_validation_is_recorded(tmp_path):

@@ -187,7 +187,13 @@ def test_the_view_in_chromium_shows_the_deployment_and_its_trace(stack, browser,
     png = page.screenshot(full_page=True)
     (tmp_path / "trace.png").write_bytes(png)
     text = ocr(png, tmp_path)
-    assert "Artifacts" in text and "Atlas entity" in text and "serialized model" in text, text
+    assert "Atlas entity" in text, text
+    # the artifacts may sit below the frame's fold (the facts grew with the lifecycle): scrolled to, then read
+    frame.locator("table.artifacts").scroll_into_view_if_needed()
+    png = page.screenshot(full_page=True)
+    (tmp_path / "trace-artifacts.png").write_bytes(png)
+    text = ocr(png, tmp_path)
+    assert "Artifacts" in text and "serialized model" in text, text
     # the run link leaves the frame: Airflow's own page of the run that deployed it
     frame.get_by_role("link", name="Airflow run").click()
     page.wait_for_url(re.compile(rf".*/dags/model_deployment/runs/{re.escape(quote(stack.run_id, safe=''))}$"), timeout=60_000)

@@ -102,7 +102,34 @@ class DeploymentApprovalOperator(ApprovalOperator):
             )
             self._append(doc, "approved", required=False, comment=why)
             return self._not_asked(doc, why)
+        stored = self._stored_answer(context)
+        if stored is not None:  # a retry after an answer was given: take it, asking again would drop it
+            self.log.info("An answer was given before this try: %s", stored["chosen_options"])
+            return self.execute_complete(context, stored)
         return self._ask(context, doc, target)
+
+    def _stored_answer(self, context: Any) -> dict[str, Any] | None:
+        """The answer an earlier try of this task instance received, as `execute_complete`'s event; None on
+        a first try or when none was given. A try can end after the answer arrived (the scheduler may
+        see the parked try's exit after the API already resumed it, and counts that as a failure)."""
+        from airflow.sdk.execution_time.hitl import get_hitl_detail_content_detail
+
+        if int(getattr(context.get("ti"), "try_number", 1) or 1) <= 1:
+            return None
+        try:
+            detail = get_hitl_detail_content_detail(context["task_instance"].id)
+        except Exception as exc:  # no request was written by the earlier try: ask now
+            self.log.info("No earlier answer to take (%s): asking", type(exc).__name__)
+            return None
+        if not getattr(detail, "response_received", False) or not detail.chosen_options:
+            return None
+        user = detail.responded_by_user
+        return {
+            "chosen_options": list(detail.chosen_options),
+            "params_input": detail.params_input or {},
+            "responded_by_user": user.model_dump() if user is not None else {},
+            "responded_at": detail.responded_at or datetime.now(UTC),
+        }
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         if "error" in event:
