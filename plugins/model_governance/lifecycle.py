@@ -37,30 +37,6 @@ def check_reason(reason: Any) -> str:
     return text
 
 
-def record_once(
-    registry: Registry, slug: str, event: str, version: str, run_key: str, **facts: Any
-) -> dict[str, Any]:
-    """Append `event` to the model's event log unless the run `run_key` already recorded it for this
-    version (a retry or a rerun): the record either way. The caller holds the model's lock."""
-    import json
-
-    from model_governance import eventlog
-
-    for line in reversed(eventlog.read_lines(registry, slug)):
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # `verify-log` reports it; appending after it does not hide it
-        if (
-            isinstance(record, dict)
-            and record.get("run_key") == run_key
-            and record.get("event") == event
-            and record.get("version") == version
-        ):
-            return record
-    return eventlog.append(registry, slug, event, version, run_key=run_key, **facts)
-
-
 def check_in_registry(registry: Registry, registry_url: str, slug: str, version: str) -> str:
     """The version's folder in `registry`, which must be where Atlas says the version was archived."""
     from urllib.parse import urlsplit

@@ -264,7 +264,7 @@ class RecordEventOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from model_governance import retire, rollback
-        from model_governance.lifecycle import record_once
+        from model_governance.eventlog import append_once
         from model_governance.registry import Registry
 
         registry = Registry.from_root(self.registry_root, self.webhdfs_conn_id)
@@ -278,6 +278,6 @@ class RecordEventOperator(BaseOperator):
         else:
             retirement = retire.Retirement.from_json(self.document)
             slug, version, facts = retirement.slug, retirement.version, retire.event_facts(retirement)
-        record = record_once(registry, slug, self.event, version, run_key(context), **facts)
+        record, _ = append_once(registry, slug, self.event, version, run_key(context), **facts)
         self.log.info("Event log of %s: #%s %s %s", slug, record["seq"], self.event, version)
         return record
