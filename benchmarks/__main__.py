@@ -19,7 +19,7 @@ BENCHES = {
     "parse": lambda: roundtrips.bench_parse(workspace.WORK),  # every file in dags/ against a one-task DAG
     "push": lambda: roundtrips.bench_push(workspace.WORK, REAL),  # 1 GiB against hdfs Client.upload
     "roundtrips": lambda: roundtrips.bench_roundtrips(workspace.WORK, REAL),  # Atlas calls, WebHDFS requests
-    **{name: bench for name, bench in singles.BENCHES.items() if name not in ("parse", "push")},
+    **singles.BENCHES,  # deploy, rerun, swap: dag.test() on the stand-ins
     **scale.BENCHES,  # scale-local, scale-celery: 50 models under a real scheduler
     **listing.BENCHES,  # listing: deployments and history over 2,000 Atlas entities
 }

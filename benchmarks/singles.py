@@ -1,4 +1,4 @@
-"""Single-deployment benches on the stand-ins with `dag.test()`: parse, push, deploy, rerun, swap.
+"""Single-deployment benches on the stand-ins with `dag.test()`: deploy, rerun, swap (parse and push: `roundtrips.py`).
 
 They run against the stand-ins on loopback (started here, stopped at the end), with the private Airflow
 home on SQLite of `benchmarks.workspace`, as `make test` does; nothing is left running.
@@ -8,133 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import statistics
-import subprocess
-import sys
 import tempfile
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from benchmarks.workspace import MIB, PROJECT, WORK  # first: sets the Airflow home
-from benchmarks.report import Row, at_least, at_most, equals
+from benchmarks.workspace import PROJECT, WORK  # first: sets the Airflow home
+from benchmarks.report import Row, at_most, equals
 from tests.helpers import NO_APPROVAL, EXAMPLE_STAGING, stage_variant
-
-ONE_TASK_DAG = """
-from airflow.sdk import DAG, task
-with DAG(dag_id="one_task", schedule=None):
-    @task
-    def hello():
-        return 1
-    hello()
-"""
-
-
-def human_rate(nbytes: int, seconds: float) -> str:
-    return f"{nbytes / MIB / seconds:.0f} MiB/s"
-
-
-# -- 1. DAG parse time -------------------------------------------------------------------------------------
-def parse_seconds(dag_file: Path, repeats: int) -> float:
-    """Median wall time to parse one DAG file in a fresh interpreter, Airflow itself already imported."""
-    code = textwrap.dedent(
-        f"""
-        import time, airflow.sdk
-        from airflow.dag_processing.dagbag import DagBag
-        start = time.perf_counter()
-        bag = DagBag(dag_folder={str(dag_file)!r})
-        assert not bag.import_errors, bag.import_errors
-        print(time.perf_counter() - start)
-        """
-    )
-    times = []
-    for _ in range(repeats):
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ)
-        if out.returncode:
-            raise RuntimeError(f"parsing {dag_file} failed:\n{out.stderr[-3000:]}")
-        times.append(float(out.stdout.strip().splitlines()[-1]))
-    return statistics.median(times)
-
-
-def bench_parse(repeats: int = 5) -> Iterator[Row]:
-    """Every file in dags/ against a one-task DAG, each the median of `repeats` fresh interpreters."""
-    baseline = WORK / "one_task_dag.py"
-    baseline.write_text(ONE_TASK_DAG)
-    base = parse_seconds(baseline, repeats)
-    yield Row("parse: one-task DAG", f"{base * 1000:.0f} ms")
-    for dag_file in sorted((PROJECT / "dags").glob("*.py")):
-        took = parse_seconds(dag_file, repeats)
-        yield at_most(f"parse: {dag_file.name} / one-task DAG", took / base, 1.1, "{:.2f}x", f"{took * 1000:.0f} ms")
-
-
-# -- 2. registry push of a 1 GiB training-data file --------------------------------------------------------
-PUSH_CHILD = """
-import json, resource, sys, time
-from pathlib import Path
-sys.path.insert(0, {plugins!r})
-mode, folder, url = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
-from hdfs import InsecureClient
-if mode == "product":
-    from model_governance.registry import Registry, WebHDFSStore
-    from model_governance.staging import build_manifest
-imported_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # what the imports cost, before any data
-start = time.perf_counter()
-if mode == "product":
-    manifest = build_manifest(folder)
-    hashed = time.perf_counter()
-    registry = Registry(WebHDFSStore(InsecureClient(url, user="hdfs"), "hdfs://bench:8020"), "/bench-product")
-    uploaded = registry.upload_pending("bench", folder, manifest)
-    sent = time.perf_counter()
-    registry.verify(registry.pending_path("bench"), manifest)
-    verified = time.perf_counter()
-    phases = {{"hash": hashed - start, "upload": sent - hashed, "verify": verified - sent}}
-else:
-    InsecureClient(url, user="hdfs").upload("/bench-client", str(folder), n_threads=4)
-    uploaded, phases = None, {{"upload": time.perf_counter() - start}}
-print(json.dumps({{"phases": phases, "uploaded": uploaded, "imported_kib": imported_kib, "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
-"""
-
-
-def bench_push(size_mib: int = 1024) -> Iterator[Row]:
-    from hdfs import InsecureClient
-
-    from model_governance_devstack.webhdfs import WebHDFSStandIn
-
-    folder = WORK / "big-model"
-    shutil.copytree(EXAMPLE_STAGING, folder)
-    block = os.urandom(MIB)
-    with open(folder / "trainingdata" / "big.bin", "wb") as out:
-        for _ in range(size_mib):
-            out.write(block)
-    total = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-    staged = f"{total / MIB:.0f} MiB staged"
-    script = PUSH_CHILD.format(plugins=str(PROJECT / "plugins"))
-    results: dict[str, list[dict]] = {"client": [], "product": []}
-    with WebHDFSStandIn(WORK / "webhdfs-push", port=0) as webhdfs:
-        # alternating, three times each: the page cache and disk write-back favour whoever goes first
-        for mode in ("client", "product") * 3:
-            out = subprocess.run([sys.executable, "-c", script, mode, str(folder), webhdfs.url], capture_output=True, text=True, env=os.environ)
-            if out.returncode:
-                raise RuntimeError(out.stderr[-3000:])
-            results[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
-            for path in ("/bench-client", "/bench-product"):  # every upload starts from an empty file system
-                InsecureClient(webhdfs.url, user="hdfs").delete(path, recursive=True)
-    shutil.rmtree(folder)
-    median = {mode: statistics.median(r["phases"]["upload"] for r in runs) for mode, runs in results.items()}
-    each = {mode: ", ".join(f"{r['phases']['upload']:.1f}" for r in runs) for mode, runs in results.items()}
-    yield at_least("push 1 GiB (WebHDFS stand-in): registry upload_pending / hdfs upload(n_threads=4)",
-                   median["client"] / median["product"], 0.9, "{:.2f}x",
-                   f"{human_rate(total, median['product'])} vs {human_rate(total, median['client'])}; {staged}; "
-                   f"runs {each['product']} s vs {each['client']} s")
-    growth = max(r["peak_rss_kib"] - r["imported_kib"] for r in results["product"]) / 1024
-    peak = max(r["peak_rss_kib"] for r in results["product"]) / 1024
-    yield at_most("push 1 GiB: RSS growth above the process after its imports", growth, 150, "{:.0f} MiB", f"peak {peak:.0f} MiB")
-    for phase, label in (("hash", "push: registry sha256 of the staged files"), ("verify", "push: registry verify (read back, sha256)")):
-        took = statistics.median(r["phases"][phase] for r in results["product"])
-        yield Row(label, f"median {took:.1f} s ({human_rate(total, took)})")
-
 
 # -- 3-5. deployments through the real DAGs with dag.test() ------------------------------------------------
 class Stack:
@@ -252,4 +133,4 @@ def bench_swap(load_delay: float = 0.5) -> Iterator[Row]:
     yield Row("swap: longest probe answer (waiting on the load)", f"{max(latencies) * 1000:.0f} ms")
 
 
-BENCHES = {"parse": bench_parse, "push": bench_push, "deploy": bench_deploy, "rerun": bench_rerun, "swap": bench_swap}
+BENCHES = {"deploy": bench_deploy, "rerun": bench_rerun, "swap": bench_swap}  # parse and push: roundtrips.py
