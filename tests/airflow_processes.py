@@ -75,6 +75,8 @@ class AirflowStack:
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+            # the product's notes of checked Atlas types: this stack's own (each test has its own Atlas)
+            "MODEL_GOVERNANCE_CACHE": str(home / "cache"),
             # on 2 busy cores the scheduler's own heartbeat has been seen 30-36 s late: past this threshold
             # (default 30) it declares itself dead and resets (kills) its running tasks, which then retry
             "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "180",
@@ -208,7 +210,55 @@ class AirflowStack:
             run = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}").json()
             return run if run.get("state") in ("success", "failed") else None
 
-        return self.wait_until(finished, timeout, f"run {run_id} did not finish")
+        try:
+            return self.wait_until(finished, timeout, f"run {run_id} did not finish")
+        except TimeoutError as exc:  # what the run's tasks did first: the whole logs' tails come after
+            raise TimeoutError(f"{self.run_summary(dag_id, run_id)}\n{exc}") from None
+
+    def run_summary(self, dag_id: str, run_id: str) -> str:
+        """The run's task states and the scheduler's lines about its tasks' ends, tries and state changes."""
+        try:
+            states = self.task_states(dag_id, run_id)
+        except (requests.RequestException, ValueError, KeyError) as exc:
+            states = {"unknown": str(exc)}
+        telling = ("TaskInstance Finished", "state mismatch", "Pausing task", "up_for_retry", "UP_FOR_RETRY", "killed", "[error", "[warning")
+        lines = [line[:400] for line in self.scheduler_lines(run_id) if any(word in line for word in telling)]
+        return f"--- task states of {run_id}: {states}\n--- scheduler lines of the run\n" + "\n".join(lines[-60:])
+
+    def scheduler_lines(self, run_id: str) -> list[str]:
+        log = self.home / "scheduler.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        return [line for line in text.splitlines() if run_id in line]
+
+    def wait_for_answerable(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1, timeout: float = 300) -> dict[str, Any]:
+        """The open human-in-the-loop request of a task, once the scheduler has seen its try park.
+
+        Airflow 3.3: a try that parks in `awaiting_input` exits, and the scheduler processes that exit a
+        moment later. Answered before, the resumed task can meet the stale exit and be counted as killed
+        externally; people answer slower than that, so a test waits for the scheduler's line about the
+        latest park ("TaskInstance Finished ... state=awaiting_input") before it answers."""
+        key = f"task_id={task_id}, run_id={run_id}, map_index={map_index},"
+        park_key = (f"map_index={map_index} ", f"task_id={task_id} ")
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails"
+
+        def parked_exit_seen() -> bool:
+            lines = self.scheduler_lines(run_id)
+            parks = [i for i, line in enumerate(lines) if "Pausing task as AWAITING_INPUT" in line and all(k in line for k in park_key)]
+            seen = [i for i, line in enumerate(lines) if "TaskInstance Finished" in line and key in line and "state=awaiting_input" in line]
+            return bool(parks) and bool(seen) and seen[-1] > parks[-1]
+
+        def waiting() -> dict[str, Any] | None:
+            states = self.task_states(dag_id, run_id)
+            name = task_id if map_index < 0 else f"{task_id}[{map_index}]"
+            if states.get(name) != "awaiting_input" or not parked_exit_seen():
+                return None
+            detail = self.api("GET", path)
+            return detail.json() if detail.status_code == 200 and not detail.json()["response_received"] else None
+
+        try:
+            return self.wait_until(waiting, timeout, f"run {run_id}: no open request of {task_id}")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{self.run_summary(dag_id, run_id)}\n{exc}") from None
 
     def wait_new_run(self, dag_id: str, run_type: str, timeout: float = 120) -> str:
         """The id of the DAG's first run of that type (`scheduled`: the scheduler's), once the API lists it."""

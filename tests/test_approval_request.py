@@ -69,3 +69,26 @@ def test_every_deployment_dag_asks_between_publish_and_deploy(dag_id):
     assert dag.params["approval_required"] is True  # required unless a run says otherwise
     assert approve.required == "{{ params.approval_required }}"
     assert approve.skip_unchanged is (dag_id == "model_redeploy")  # only the scheduled redeploy skips a current version
+
+
+@pytest.mark.parametrize("try_number", [1, 2])
+def test_a_retry_says_it_asks_again(try_number, monkeypatch):
+    """Airflow 3.3 keeps one answer per task instance and a retry's request clears it (the worker's task
+    process cannot read it first): the request a retry writes tells the approver to answer again."""
+    from types import SimpleNamespace
+
+    from airflow.providers.standard.operators.hitl import HITLOperator
+
+    from model_governance.operators.approval import DeploymentApprovalOperator
+    from model_governance.registry import Registry
+
+    asked = []
+    monkeypatch.setattr(Registry, "from_root", staticmethod(lambda root, conn_id: None))
+    monkeypatch.setattr(approval, "archive_links", lambda registry, path: ("hdfs://nn/archived", "http://nn/MANIFEST.json"))
+    monkeypatch.setattr(HITLOperator, "execute", lambda self, context: asked.append(self.body))
+    step = DeploymentApprovalOperator(task_id="approve_deployment", document={})
+    target = approval.Target("mleap:65327", "MLeap serving")
+    step._ask({"ti": SimpleNamespace(try_number=try_number)}, document(), target)
+    [body] = asked
+    again = body.startswith(f"**Asked again** (try {try_number}): Airflow restarted the approval step")
+    assert again is (try_number > 1) and "| Bundle sha256 |" in body

@@ -86,6 +86,14 @@ def subject(doc: DeploymentDocument, target: Target) -> str:
     return f"Approve deployment: {doc.model.name} v{doc.model.version} to {target.target}"
 
 
+# Shown above a request a retry writes. Airflow 3.3 keeps one answer per task instance and clears it when a
+# new try asks; a task process cannot read it back first (the worker's supervisor does not serve that call).
+ASKED_AGAIN = (
+    "**Asked again** (try {try_number}): Airflow restarted the approval step, and an answer given to an "
+    "earlier try is not kept. Please answer again."
+)
+
+
 def body(doc: DeploymentDocument, target: Target, archived: str, manifest_link: str) -> str:
     """The request in Markdown, as the Required Actions page shows it."""
     entry = doc.executable_entry

@@ -102,34 +102,7 @@ class DeploymentApprovalOperator(ApprovalOperator):
             )
             self._append(doc, "approved", required=False, comment=why)
             return self._not_asked(doc, why)
-        stored = self._stored_answer(context)
-        if stored is not None:  # a retry after an answer was given: take it, asking again would drop it
-            self.log.info("An answer was given before this try: %s", stored["chosen_options"])
-            return self.execute_complete(context, stored)
         return self._ask(context, doc, target)
-
-    def _stored_answer(self, context: Any) -> dict[str, Any] | None:
-        """The answer an earlier try of this task instance received, as `execute_complete`'s event; None on
-        a first try or when none was given. A try can end after the answer arrived (the scheduler may
-        see the parked try's exit after the API already resumed it, and counts that as a failure)."""
-        from airflow.sdk.execution_time.hitl import get_hitl_detail_content_detail
-
-        if int(getattr(context.get("ti"), "try_number", 1) or 1) <= 1:
-            return None
-        try:
-            detail = get_hitl_detail_content_detail(context["task_instance"].id)
-        except Exception as exc:  # no request was written by the earlier try: ask now
-            self.log.info("No earlier answer to take (%s): asking", type(exc).__name__)
-            return None
-        if not getattr(detail, "response_received", False) or not detail.chosen_options:
-            return None
-        user = detail.responded_by_user
-        return {
-            "chosen_options": list(detail.chosen_options),
-            "params_input": detail.params_input or {},
-            "responded_by_user": user.model_dump() if user is not None else {},
-            "responded_at": detail.responded_at or datetime.now(UTC),
-        }
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         if "error" in event:
@@ -169,6 +142,12 @@ class DeploymentApprovalOperator(ApprovalOperator):
         archived, manifest = approval.archive_links(registry, doc.registry.path)
         self.subject = approval.subject(doc, target)
         self.body = approval.body(doc, target, archived, manifest)
+        try_number = int(getattr(context.get("ti"), "try_number", 1) or 1)
+        if try_number > 1:  # Airflow keeps one answer per task instance, and a new try's request drops it
+            self.body = f"{approval.ASKED_AGAIN.format(try_number=try_number)}\n\n{self.body}"
+            self.log.warning(
+                "Asking again (try %d): an answer given to an earlier try is not kept", try_number
+            )
         self.log.info("Approval requested: %s (requested by %s)", self.subject, doc.requested_by or "unknown")
         return HITLOperator.execute(self, context)
 
