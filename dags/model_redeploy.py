@@ -3,7 +3,8 @@
 
 For each model listed in the manifest, the same four steps as `model_deployment` run in a mapped task
 group (one group per model, in parallel). A model that already serves exactly its archived bundle is
-verified (schema, sample scoring) and left alone: nothing is uploaded, loaded or re-registered.
+verified (schema, sample scoring) by the fetch step and left alone: no lock, upload, load or approval,
+and its group's other tasks are skipped.
 
 The manifest is the Airflow Variable `model_redeploy_manifest` (JSON) when it exists, else the JSON or
 YAML file named by `$MODEL_GOVERNANCE_REDEPLOY_MANIFEST` (see `examples/redeploy.yaml`):
@@ -71,6 +72,7 @@ with DAG(
             approval_required="{{ params.approval_required }}",
             serving_conn_id=mleap_conn_id,
             skip_unchanged=True,  # already serving this exact bundle: approved when first deployed
+            skip_if_serving=True,  # ... and verified at the server: nothing else to do, the group is skipped
             deploy=mleap_deploy(
                 mleap_conn_id=mleap_conn_id,
                 webhdfs_conn_id=webhdfs_conn_id,

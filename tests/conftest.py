@@ -193,11 +193,13 @@ def real_mleap(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def _atlas_types_checked_afresh():
-    """The product checks Atlas's `model` type once per process and server URL; each test's Atlas (a new
-    stand-in, or the real one emptied) may reuse a URL with other types, so every test starts unchecked."""
+def _atlas_types_checked_afresh(tmp_path, monkeypatch):
+    """The product checks Atlas's `model` type once per process and server URL, and notes it for the
+    machine's other processes; each test's Atlas (a new stand-in, or the real one emptied) may reuse a URL
+    with other types, so every test starts unchecked, with notes of its own."""
     from model_governance.atlas import schema
 
     schema._CURRENT_AT.clear()
+    monkeypatch.setattr(schema, "type_notes_dir", lambda: tmp_path / "atlas-type-notes")
     yield
     schema._CURRENT_AT.clear()

@@ -238,6 +238,39 @@ def test_the_seed_type_1_0_is_upgraded_in_place_and_its_entities_stay(devstack, 
 
 
 @pytest.mark.real_twin("atlas")
+def test_a_type_another_process_checked_is_not_asked_again_and_a_stale_note_costs_one_retry(devstack, airflow_db, monkeypatch):
+    """Each task of a real executor is a fresh process: the type check is noted for the machine's other
+    processes (an hour). A note that outlived the type (Atlas reset since) is corrected by the first write
+    the type does not fit: checked, created, written again."""
+    import time
+
+    from model_governance.atlas import schema
+    from model_governance.hooks.atlas import AtlasHook
+
+    hook = AtlasHook()
+    schema._note_current(hook.url)  # another process saw the type current; Atlas has lost it since
+    schema._CURRENT_AT.clear()
+    assert atlas(devstack, "GET", "/types/typedef/name/model").status_code == 404
+    run = load_dag("model_deployment").test(run_conf={**NO_APPROVAL, "staging": str(EXAMPLE_STAGING)})
+    assert run.state == "success", {ti.task_id: ti.state for ti in run.get_task_instances()}
+    typedef = atlas(devstack, "GET", "/types/typedef/name/model")
+    assert typedef.status_code == 200 and typedef.json()["typeVersion"] == schema.TYPE_VERSION
+    registered = run.get_task_instance("register_in_atlas").xcom_pull(task_ids="register_in_atlas")
+    assert atlas(devstack, "GET", f"/entity/guid/{registered['guid']}").json()["entity"]["attributes"]["model.version"] == "1.1"
+
+    # a fresh process with the note asks nothing about the type; one with a note older than an hour asks
+    asked = []
+    original = AtlasHook.get_typedef
+    monkeypatch.setattr(AtlasHook, "get_typedef", lambda self, name: asked.append(name) or original(self, name))
+    schema._CURRENT_AT.clear()
+    assert schema.ensure_model_type(hook) == "current" and asked == []
+    note = schema._note_path(hook.url)
+    note.write_text(json.dumps({**json.loads(note.read_text()), "checkedAt": time.time() - schema.TYPE_NOTE_SECONDS - 1}))
+    schema._CURRENT_AT.clear()
+    assert schema.ensure_model_type(hook) == "current" and asked == ["model"]
+
+
+@pytest.mark.real_twin("atlas")
 def test_a_type_that_cannot_be_upgraded_names_the_attribute(devstack):
     from model_governance.atlas.schema import ensure_model_type
     from model_governance.exceptions import AtlasError

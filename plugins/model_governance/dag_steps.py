@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import TriggerRule
-
 from model_governance.connections import ATLAS_CONN_ID, MLEAP_CONN_ID, WEBHDFS_CONN_ID
 
 if TYPE_CHECKING:
@@ -81,6 +79,7 @@ def deployment_steps(
     approval_required: Any = True,
     serving_conn_id: Any = MLEAP_CONN_ID,
     skip_unchanged: Any = False,
+    skip_if_serving: Any = False,
 ) -> DeploymentSteps:
     """Add the steps to the DAG or task group being defined; every argument may be a template or an XComArg.
 
@@ -94,6 +93,8 @@ def deployment_steps(
     :param approval_required: whether a person approves the deployment before it serves.
     :param serving_conn_id: the deploy step's MLeap serving or Spark connection (the request's target).
     :param skip_unchanged: ask no approval for a version that already serves this exact bundle.
+    :param skip_if_serving: end the run skipped, before any lock or upload, when the target already serves
+        this exact version, verified at the server (`microservice` only).
     """
     from model_governance.assets import DEPLOYMENTS_ALIAS
     from model_governance.operators.approval import DeploymentApprovalOperator
@@ -108,6 +109,9 @@ def deployment_steps(
         webhdfs_conn_id=webhdfs_conn_id,
         host_type=host_type,
         force=force,
+        skip_unchanged=skip_if_serving,
+        serving_conn_id=serving_conn_id,
+        atlas_conn_id=atlas_conn_id,
     )
     publish = PublishToRegistryOperator(
         task_id="push_to_registry",
@@ -136,14 +140,14 @@ def deployment_steps(
         webhdfs_conn_id=webhdfs_conn_id,
         outlets=[DEPLOYMENTS_ALIAS],  # the deployment's Asset events (model_governance.assets)
     )
-    # Drops the pending upload and releases the model's deployment lock after every step, whichever failed
-    # (ALL_DONE: a lock taken by a fetch that then failed is released too). As a teardown it does not turn
-    # a failed run into a success, and clearing a step re-runs fetch_staging (its setup) with it, which
-    # uploads nothing when the version is archived.
+    # Drops the pending upload and releases the model's deployment lock after every step, whichever failed.
+    # Airflow's teardown rule (ALL_DONE_SETUP_SUCCESS): it runs once fetch_staging (its setup) has taken the
+    # lock; a fetch that fails releases what it took itself, and a fetch that finds the version serving
+    # takes nothing and is skipped, which skips this too. As a teardown it does not turn a failed run into a
+    # success, and clearing a step re-runs fetch_staging with it, which uploads nothing when archived.
     clean_up = CleanUpRunOperator(
         task_id="clean_up", registry_root=registry_root, webhdfs_conn_id=webhdfs_conn_id
     )
     clean_up.as_teardown(setups=fetch)
-    clean_up.trigger_rule = TriggerRule.ALL_DONE
     [publish, approve, first, last, register] >> clean_up
     return DeploymentSteps(fetch, publish, approve, last, register, clean_up)

@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Any
 from model_governance.atlas import schema as s
 from model_governance.atlas.entities import artifact_entities, dataset_reference, model_entity
 from model_governance.atlas.queries import end_deployment, serving_at, settle_supersede, superseded_entity
-from model_governance.atlas.schema import INPUTS, MODEL_TYPE, OUTPUTS, QUALIFIED_NAME, ensure_model_type
+from model_governance.atlas.schema import (
+    INPUTS,
+    MODEL_TYPE,
+    OUTPUTS,
+    QUALIFIED_NAME,
+    ensure_model_type,
+    recheck_model_type,
+)
 from model_governance.exceptions import AtlasError
 from model_governance.metadata import DeploymentDocument
 
@@ -63,6 +70,18 @@ def register_deployment(
     sha256, kept on the entity as `eventLogHead`; it is called only when the entity is written (not for a
     deployment that already serves as registered), before it, so that Atlas never names a line the log
     lacks."""
+    try:
+        return _register(hook, doc, record_event)
+    except AtlasError as exc:  # the type noted current by another process may be gone since (Atlas reset)
+        if exc.status not in (400, 404) or not recheck_model_type(hook):
+            raise
+        log.info("Atlas's %r type was not as noted: checked it again, registering again", MODEL_TYPE)
+        return _register(hook, doc, record_event)  # the event is appended once per run key
+
+
+def _register(
+    hook: AtlasHook, doc: DeploymentDocument, record_event: Callable[[str], str] | None
+) -> dict[str, Any]:
     if doc.deploy is None or doc.registry is None:
         raise AtlasError("only a model that is archived and serving is registered: deploy it first")
     target = doc.deploy.target

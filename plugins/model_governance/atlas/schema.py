@@ -8,7 +8,13 @@ Atlas's DSL splits names on `.` and could not filter on them.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
+import os
+import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from model_governance.exceptions import AtlasError
@@ -184,15 +190,68 @@ def artifacts_relationshipdef() -> dict[str, Any]:
 
 # Atlas servers (by URL) whose types this process has seen current: a type is checked once per process.
 _CURRENT_AT: set[str] = set()
+# ... and once an hour per machine: each task of a real executor is a new process, which would otherwise
+# ask again on every deployment. A note names the server and the type version it found there; a write the
+# type turns out not to fit re-checks at once (`recheck_model_type`), so a stale note costs one retry.
+TYPE_NOTE_SECONDS = 3600
+
+
+def type_notes_dir() -> Path:
+    """Where the notes live: `$MODEL_GOVERNANCE_CACHE/atlas-types`, else `~/.cache/model-governance/...`."""
+    root = os.environ.get("MODEL_GOVERNANCE_CACHE") or Path.home() / ".cache" / "model-governance"
+    return Path(root) / "atlas-types"
+
+
+def _note_path(url: str) -> Path:
+    return type_notes_dir() / f"{hashlib.sha256(url.encode()).hexdigest()[:24]}.json"
+
+
+def _noted_current(url: str) -> bool:
+    try:
+        note = json.loads(_note_path(url).read_text())
+    except (OSError, ValueError):
+        return False
+    fresh = 0 <= time.time() - float(note.get("checkedAt", 0)) < TYPE_NOTE_SECONDS
+    return fresh and note.get("url") == url and note.get("typeVersion") == TYPE_VERSION
+
+
+def _note_current(url: str) -> None:
+    _CURRENT_AT.add(url)
+    path = _note_path(url)
+    try:  # written whole under another name, then renamed: a reader never sees half a note
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        partial.write_text(json.dumps({"url": url, "typeVersion": TYPE_VERSION, "checkedAt": time.time()}))
+        os.replace(partial, path)
+    except OSError as exc:  # a read-only home: every process checks for itself
+        log.debug("Could not note the checked Atlas type at %s: %s", path, exc)
+
+
+def forget_model_type(url: str) -> None:
+    """Check the type again at the next deployment (this process's memory and the machine's note)."""
+    _CURRENT_AT.discard(url)
+    with contextlib.suppress(OSError):
+        _note_path(url).unlink(missing_ok=True)
+
+
+def recheck_model_type(hook: AtlasHook) -> bool:
+    """After Atlas refused a write: check the type afresh; True when that created or upgraded it (the write
+    is worth one retry), False when the type was current and the refusal is about something else."""
+    forget_model_type(hook.url)
+    return ensure_model_type(hook) != "current"
 
 
 def ensure_model_type(hook: AtlasHook) -> str:
     """Create the `model` type, or add what an older one lacks; returns "created", "upgraded" or "current".
 
-    Once per process and Atlas server: types are only ever added to, so a current type stays current. One
-    GET when the type is current (Atlas lists the `artifacts` relationship among the entity def's
-    relationshipAttributeDefs), one POST for both defs when neither exists."""
+    Once per process and Atlas server, and once an hour per machine (a note): types are only ever added
+    to, so a current type stays current. One GET when the type is current (Atlas lists the `artifacts`
+    relationship among the entity def's relationshipAttributeDefs), one POST for both defs when neither
+    exists."""
     if hook.url in _CURRENT_AT:
+        return "current"
+    if _noted_current(hook.url):
+        _CURRENT_AT.add(hook.url)
         return "current"
     existing = hook.get_typedef(MODEL_TYPE)
     if existing is None:
@@ -201,7 +260,7 @@ def ensure_model_type(hook: AtlasHook) -> str:
                 {"entityDefs": [model_typedef()], "relationshipDefs": [artifacts_relationshipdef()]}
             )
             log.info("Created the Atlas type %r version %s", MODEL_TYPE, TYPE_VERSION)
-            _CURRENT_AT.add(hook.url)
+            _note_current(hook.url)
             return "created"
         except AtlasError as exc:
             if exc.status != 409:  # another run created it meanwhile: check it like any existing one
@@ -217,7 +276,7 @@ def ensure_model_type(hook: AtlasHook) -> str:
             if exc.status != 409:
                 raise
         result = "upgraded"
-    _CURRENT_AT.add(hook.url)
+    _note_current(hook.url)
     return result
 
 

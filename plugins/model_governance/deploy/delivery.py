@@ -39,15 +39,24 @@ def deliver(
     The bundle is copied to `<models_dir>/<slug>/<version>/<file>`, `<models_mount>/<slug>/<version>/<file>`
     as the server sees it, and checked there (sha256 and bundle layout).
     """
+    uri = delivered_uri(hook, slug, version, executable)
+    local = hook.models_dir / _relative(slug, version, executable)
+    registry.download(posixpath.join(version_path, executable), local, sha256)
+    validate_mleap_bundle(local)
+    return uri
+
+
+def delivered_uri(hook: MLeapServingHook, slug: str, version: str, executable: str) -> str:
+    """Where the server reads a version's bundle once delivered: a path (legacy) or a `file:` URI."""
     require_zip_name(executable)
     if hook.delivery == "webhdfs":
         raise ServingConfigError(WEBHDFS_REFUSED.format(conn=hook.mleap_conn_id))
-    relative = posixpath.join(slug, version, posixpath.basename(executable))
-    local = hook.models_dir / relative
-    registry.download(posixpath.join(version_path, executable), local, sha256)
-    validate_mleap_bundle(local)
-    path = f"{hook.models_mount}/{relative}"
+    path = f"{hook.models_mount}/{_relative(slug, version, executable)}"
     return path if hook.api == "legacy" else f"file:{path}"
+
+
+def _relative(slug: str, version: str, executable: str) -> str:
+    return posixpath.join(slug, version, posixpath.basename(executable))
 
 
 def deliver_previous(

@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from model_governance.deploy import legacy, spring_boot
-from model_governance.deploy.delivery import deliver, deliver_previous
+from model_governance.deploy.delivery import deliver, deliver_previous, delivered_uri
 from model_governance.deploy.verify import SAMPLE_REQUEST, parse_sample
 from model_governance.exceptions import DeployError, ServingConfigError
-from model_governance.metadata import DeployFacts, DeploymentDocument
+from model_governance.metadata import DeployFacts, DeploymentDocument, ManifestEntry
 from model_governance.registry import Registry
 
 if TYPE_CHECKING:
@@ -92,6 +92,41 @@ def deploy_microservice(
         target=target,
         serving=serving,
         **{"deployed_at": datetime.now(UTC).isoformat(timespec="seconds"), **facts},
+    )
+
+
+def unchanged_at_target(
+    hook: MLeapServingHook,
+    atlas: AtlasHook,
+    registry: Registry,
+    doc: DeploymentDocument,
+    sample: dict[str, Any] | None,
+    load_timeout: float = 60.0,
+) -> str | None:
+    """Why a staged version needs nothing done: Atlas records its exact bundle serving at its target, the
+    registry archives that version with the same content, and the server serves it and scores the sample.
+    None when any of these is not so (it is deployed as usual). Reads only: no lock is needed to decide to
+    do nothing."""
+    from model_governance.atlas.queries import DeploymentRecord, serving_at
+    from model_governance.registry import differences
+
+    name, target = serving_target(hook, doc)
+    serving = serving_at(atlas, target)
+    current = DeploymentRecord.from_row(serving[0]) if serving else None
+    sha256 = doc.executable_entry.sha256
+    if current is None or not _serves_this(current, doc, sha256):
+        return None
+    record = registry.published_record(doc.model.slug, doc.model.version)
+    if record is None or differences(doc.manifest, [ManifestEntry(**e) for e in record["files"]]):
+        return None
+    uri = delivered_uri(hook, doc.model.slug, doc.model.version, doc.executable)
+    if _verify_current(hook, name, uri, sample, load_timeout) is None:
+        return None
+    checks = "schema and sample scored" if sample else "schema"
+    return (
+        f"{current.qualified_name} already serves this exact bundle (sha256 {sha256}) at {target}, "
+        f"archived at {registry.store.url(registry.version_path(doc.model.slug, doc.model.version))}; "
+        f"verified at the server ({checks})"
     )
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowSkipException
 
-from model_governance.connections import WEBHDFS_CONN_ID
+from model_governance.connections import ATLAS_CONN_ID, MLEAP_CONN_ID, WEBHDFS_CONN_ID
 from model_governance.exceptions import InvalidInputError
 from model_governance.operators._args import as_bool, run_key
 from model_governance.operators._lineage import FETCH, DeploymentLineageMixin
@@ -20,6 +21,7 @@ HOST_TYPES = ("microservice", "spark")
 if TYPE_CHECKING:
     from airflow.sdk.types import Logger
 
+    from model_governance.metadata import DeploymentDocument
     from model_governance.registry import Registry
     from model_governance.validation import Validation
 
@@ -31,9 +33,32 @@ class FetchStagingOperator(DeploymentLineageMixin, BaseOperator):
     working folder outlives the task: later tasks may run on other workers and read the registry instead.
     When the registry already holds this version with the same content nothing is uploaded; with other
     content the run stops here, before anything changed, unless `force` is set.
+
+    With `skip_unchanged`, a version that already serves exactly as staged (Atlas records its bundle at the
+    target, the registry archives the same content, the server serves it and scores the sample) ends the
+    step as skipped before any lock or upload, and the rest of the run is skipped with it.
+
+    :param staging: where the owner staged the model: a folder, an archive, or a git URL (templated).
+    :param registry_root: the registry, `hdfs:///<path>` or a local folder (templated).
+    :param webhdfs_conn_id: the WebHDFS connection, for a registry on HDFS (templated).
+    :param host_type: `microservice` or `spark`: what the serialized model is checked for (templated).
+    :param force: replace a registry version that holds other content (templated).
+    :param skip_unchanged: skip the run when the target already serves this exact version (templated;
+        `microservice` only, never with `force`).
+    :param serving_conn_id: the MLeap serving connection asked for `skip_unchanged` (templated).
+    :param atlas_conn_id: the Atlas connection asked for `skip_unchanged` (templated).
     """
 
-    template_fields: Sequence[str] = ("staging", "registry_root", "webhdfs_conn_id", "host_type", "force")
+    template_fields: Sequence[str] = (
+        "staging",
+        "registry_root",
+        "webhdfs_conn_id",
+        "host_type",
+        "force",
+        "skip_unchanged",
+        "serving_conn_id",
+        "atlas_conn_id",
+    )
     ui_color = "#e8f4fa"
     lineage_step = FETCH
 
@@ -45,6 +70,9 @@ class FetchStagingOperator(DeploymentLineageMixin, BaseOperator):
         webhdfs_conn_id: str = WEBHDFS_CONN_ID,
         host_type: str = "microservice",
         force: bool | str = False,
+        skip_unchanged: bool | str = False,
+        serving_conn_id: str = MLEAP_CONN_ID,
+        atlas_conn_id: str = ATLAS_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -53,6 +81,9 @@ class FetchStagingOperator(DeploymentLineageMixin, BaseOperator):
         self.webhdfs_conn_id = webhdfs_conn_id
         self.host_type = host_type
         self.force = force
+        self.skip_unchanged = skip_unchanged
+        self.serving_conn_id = serving_conn_id
+        self.atlas_conn_id = atlas_conn_id
 
     def execute(self, context: Any) -> dict[str, Any]:
         from model_governance.bundle import validate_mleap_bundle, validate_spark_pipeline
@@ -82,6 +113,22 @@ class FetchStagingOperator(DeploymentLineageMixin, BaseOperator):
             with users_paths(staged.folder, staged.source.location):
                 validation = recorded_validation(staged.folder, self.log)  # refused: nothing uploaded
             registry.check_owner(staged.metadata)  # another model's folder: refused before the lock is taken
+            doc = DeploymentDocument(
+                model=staged.metadata,
+                source=staged.source,
+                manifest=staged.manifest,
+                executable=staged.executable,
+                dag_id=dag_id,
+                run_id=context["run_id"],
+                run_key=key,
+                requested_by=requested_by(context),  # the approval step refuses this user's approval
+                validation=validation,
+            )
+            skip = as_bool(self.skip_unchanged, "skip_unchanged") and self.host_type == "microservice"
+            unchanged = self._unchanged(registry, doc, staged.folder) if skip and not force else None
+            if unchanged is not None:  # nothing taken, uploaded or asked: the rest of the run is skipped
+                self.log.info("Unchanged, nothing to do: %s", unchanged)
+                raise AirflowSkipException(f"unchanged: {unchanged}")
             holder = {"dag_id": dag_id, "dag_run_id": context["run_id"], "model": staged.metadata.name}
             registry.acquire_lock(
                 staged.metadata.slug, key, holder_info=holder, is_running=dag_run_is_running
@@ -104,18 +151,26 @@ class FetchStagingOperator(DeploymentLineageMixin, BaseOperator):
             except BaseException:
                 release_run(registry, key, self.log)
                 raise
-        doc = DeploymentDocument(
-            model=staged.metadata,
-            source=staged.source,
-            manifest=staged.manifest,
-            executable=staged.executable,
-            dag_id=dag_id,
-            run_id=context["run_id"],
-            run_key=key,
-            requested_by=requested_by(context),  # the approval step refuses this user's approval
-            validation=validation,
-        )
         return self.lineage_output(doc.to_json())
+
+    def _unchanged(self, registry: Registry, doc: DeploymentDocument, folder: Path) -> str | None:
+        """Why the target needs nothing (`deploy.microservice.unchanged_at_target`); None to deploy. Any
+        doubt deploys: the steps that follow report what is wrong."""
+        from model_governance.deploy.microservice import unchanged_at_target
+        from model_governance.deploy.verify import SAMPLE_REQUEST, parse_sample
+        from model_governance.hooks.atlas import AtlasHook
+        from model_governance.hooks.mleap import MLeapServingHook
+
+        try:
+            staged_sample = any(entry.path == SAMPLE_REQUEST for entry in doc.manifest)
+            sample = parse_sample((folder / SAMPLE_REQUEST).read_bytes()) if staged_sample else None
+            mleap, atlas = MLeapServingHook(self.serving_conn_id), AtlasHook(self.atlas_conn_id)
+            return unchanged_at_target(mleap, atlas, registry, doc, sample)
+        except Exception as exc:
+            self.log.warning(
+                "Could not tell whether the target serves this version already (%s): deploying", exc
+            )
+            return None
 
 
 def recorded_validation(folder: Path, log: Logger) -> Validation | None:
