@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from model_governance.lifecycle import SCHEDULER
-from model_governance.metadata import DeploymentDocument
 
 if TYPE_CHECKING:
+    from model_governance.metadata import DeploymentDocument
     from model_governance.registry import Registry
 
 APPROVE, REJECT = "Approve", "Reject"  # the ApprovalOperator's two options

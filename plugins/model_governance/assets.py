@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import Asset, AssetAlias
 
 from model_governance.connections import MLEAP_CONN_ID
-from model_governance.metadata import DeploymentDocument, model_slug
 
 if TYPE_CHECKING:
     from collections.abc import Collection
+
+    from model_governance.metadata import DeploymentDocument
 
 ASSET_GROUP = "model-governance"
 URI_SCHEME = "x-model-governance"  # x-: a scheme of this project's own, which Airflow leaves as it is
@@ -37,6 +38,8 @@ def model_deployments(model_name: str) -> Asset:
 
     :param model_name: the model's `model.name` (its registry slug names the Asset).
     """
+    from model_governance.metadata import model_slug  # at run time: DAG files import this module to parse
+
     slug = model_slug(model_name)
     return Asset(name=f"{DEPLOYMENTS.name}/{slug}", uri=f"{DEPLOYMENTS.uri}/{slug}", group=ASSET_GROUP)
 

@@ -110,14 +110,15 @@ def unchanged_at_target(
     from model_governance.atlas.queries import DeploymentRecord, serving_at
     from model_governance.registry import differences
 
+    # cheapest first: the fetch step reads the version's manifest anyway, and a new version ends it here
+    record = registry.published_record(doc.model.slug, doc.model.version)
+    if record is None or differences(doc.manifest, [ManifestEntry(**e) for e in record["files"]]):
+        return None
     name, target = serving_target(hook, doc)
     serving = serving_at(atlas, target)
     current = DeploymentRecord.from_row(serving[0]) if serving else None
     sha256 = doc.executable_entry.sha256
     if current is None or not _serves_this(current, doc, sha256):
-        return None
-    record = registry.published_record(doc.model.slug, doc.model.version)
-    if record is None or differences(doc.manifest, [ManifestEntry(**e) for e in record["files"]]):
         return None
     uri = delivered_uri(hook, doc.model.slug, doc.model.version, doc.executable)
     if _verify_current(hook, name, uri, sample, load_timeout) is None:
