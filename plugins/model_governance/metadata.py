@@ -286,6 +286,9 @@ class RegistryInfo:
     path: str  # the version's folder inside the registry's file system
     url: str  # what stakeholders follow: hdfs://namenode:8020/... or file:///...
     uploaded_bytes: int = 0  # 0 when the version was already there with the same content
+    # this run put the version in the registry, where it was not before: it has served nowhere yet, so
+    # Atlas has no deployment of it (the approval and register steps need not ask)
+    first_archived: bool = False
 
 
 @dataclass(frozen=True)

@@ -824,19 +824,22 @@ class Registry:
         self._records.clear()
         if existed:  # the old content differs, and force or it never served
             self._replace(pending, target, doc.run_key)
+            # this content has not served yet
+            self.store.delete(self.served_marker(doc.model.slug, doc.model.version))
         else:
             self._rename_into_place(pending, target)
         # what was verified is what is in place: a rename moves the same files, and the listing
         # after it proved where they landed
-        self.store.delete(
-            self.served_marker(doc.model.slug, doc.model.version)
-        )  # this content has not served yet
         log.info("Published %s", self.store.url(target))
-        return self._info(target, uploaded=sum(e.size for e in doc.manifest))
+        return self._info(target, uploaded=sum(e.size for e in doc.manifest), first=not existed)
 
-    def _info(self, target: str, uploaded: int) -> RegistryInfo:
+    def _info(self, target: str, uploaded: int, first: bool = False) -> RegistryInfo:
         return RegistryInfo(
-            root=self.location, path=target, url=self.store.url(target), uploaded_bytes=uploaded
+            root=self.location,
+            path=target,
+            url=self.store.url(target),
+            uploaded_bytes=uploaded,
+            first_archived=first,
         )
 
     def _write_manifest(self, folder: str, doc: DeploymentDocument) -> None:

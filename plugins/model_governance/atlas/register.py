@@ -55,6 +55,8 @@ def deployment_qualified_name(
                 return str(row[QUALIFIED_NAME])
     if rows is not None and any(row.get(QUALIFIED_NAME) == seed for row in rows):
         return seed  # serving under the seed's name: updated in place
+    if doc.registry is not None and doc.registry.first_archived:
+        return seed  # archived by this run for the first time: no deployment of it can have ended
     stored = hook.get_entity(MODEL_TYPE, seed)
     if stored is None or stored["entity"]["attributes"].get(s.DEPLOY_STATUS) not in s.ENDED_STATUSES:
         return seed

@@ -160,6 +160,8 @@ class DeploymentApprovalOperator(ApprovalOperator):
         from model_governance.atlas.queries import current_deployment
         from model_governance.hooks.atlas import AtlasHook
 
+        if doc.registry is not None and doc.registry.first_archived:
+            return None  # archived by this run for the first time: it serves nowhere yet
         current = current_deployment(AtlasHook(self.atlas_conn_id), target.target)
         sha256 = doc.executable_entry.sha256
         if current is None or current.serialized_object_sha256 != sha256:
