@@ -28,7 +28,7 @@ from model_governance.operators.lifecycle import (
     UnloadDeploymentOperator,
 )
 from model_governance.operators.registry import CleanUpRunOperator
-from model_governance.params import action_params, action_registry_params, conn_param
+from model_governance.params import action_arguments, action_params, action_registry_params, conn_param
 
 with DAG(
     dag_id="model_retire",
@@ -54,14 +54,7 @@ with DAG(
         **action_registry_params(),
     },
 ) as dag:
-    plan = PlanRetireOperator(
-        task_id="plan_retire",
-        target="{{ params.target }}",
-        reason="{{ params.reason }}",
-        registry_root="{{ params.registry_root }}",
-        webhdfs_conn_id="{{ params.webhdfs_conn_id }}",
-        atlas_conn_id="{{ params.atlas_conn_id }}",
-    )
+    plan = PlanRetireOperator(task_id="plan_retire", **action_arguments())
     unload = UnloadDeploymentOperator(
         task_id="unload_model",
         retirement=plan.output,

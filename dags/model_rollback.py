@@ -27,7 +27,7 @@ from model_governance.operators.atlas import AtlasCreateModelEntityOperator
 from model_governance.operators.lifecycle import PlanRollbackOperator, RecordEventOperator
 from model_governance.operators.mleap import MLeapDeployOperator
 from model_governance.operators.registry import CleanUpRunOperator
-from model_governance.params import action_params, action_registry_params, conn_param
+from model_governance.params import action_arguments, action_params, action_registry_params, conn_param
 
 with DAG(
     dag_id="model_rollback",
@@ -49,13 +49,7 @@ with DAG(
     },
 ) as dag:
     plan = PlanRollbackOperator(
-        task_id="plan_rollback",
-        target="{{ params.target }}",
-        reason="{{ params.reason }}",
-        registry_root="{{ params.registry_root }}",
-        mleap_conn_id="{{ params.mleap_conn_id }}",
-        webhdfs_conn_id="{{ params.webhdfs_conn_id }}",
-        atlas_conn_id="{{ params.atlas_conn_id }}",
+        task_id="plan_rollback", mleap_conn_id="{{ params.mleap_conn_id }}", **action_arguments()
     )
     deploy = MLeapDeployOperator(
         task_id="deploy_model",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -35,6 +37,28 @@ def check_reason(reason: Any) -> str:
     if len(text) > 1000:
         raise InvalidInputError(f"reason {text[:40]!r}… is longer than 1000 characters")
     return text
+
+
+@contextmanager
+def holding_model_lock(
+    registry: Registry,
+    model_name: str,
+    slug: str,
+    *,
+    dag_id: str,
+    run_id: str,
+    run_key: str,
+    is_running: Callable[[dict[str, Any]], bool | None] | None = None,
+) -> Iterator[None]:
+    """Take the model's deployment lock for this run; released again if the block fails, kept when it
+    succeeds (the run's clean-up task releases it)."""
+    holder = {"dag_id": dag_id, "dag_run_id": run_id, "model": model_name}
+    registry.acquire_lock(slug, run_key, holder_info=holder, is_running=is_running)
+    try:
+        yield
+    except BaseException:
+        registry.release_locks(run_key)
+        raise
 
 
 def check_in_registry(registry: Registry, registry_url: str, slug: str, version: str) -> str:

@@ -104,6 +104,13 @@ def step_arguments() -> dict[str, str]:
     return {name: f"{{{{ params.{name} }}}}" for name in names}
 
 
+def action_arguments() -> dict[str, str]:
+    """A rollback's or retirement's plan-step arguments as templates of the params `action_params` and
+    `action_registry_params` make."""
+    names = ("target", "reason", "registry_root", "webhdfs_conn_id", "atlas_conn_id")
+    return {name: f"{{{{ params.{name} }}}}" for name in names}
+
+
 def action_params(action: str) -> dict[str, Any]:
     """target and reason, for an operator action on a deployment (`rollback`, `retire`)."""
     from airflow.sdk import Param

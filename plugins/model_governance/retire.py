@@ -29,7 +29,7 @@ from model_governance.atlas.queries import (
     end_deployment,
 )
 from model_governance.exceptions import InvalidInputError
-from model_governance.lifecycle import check_in_registry, check_reason, check_unchanged
+from model_governance.lifecycle import check_in_registry, check_reason, check_unchanged, holding_model_lock
 from model_governance.metadata import model_slug
 from model_governance.registry import Registry
 
@@ -93,14 +93,18 @@ def plan(
         )
     slug = model_slug(record.model_name)
     check_in_registry(registry, record.registry_url, slug, record.model_version)
-    holder = {"dag_id": dag_id, "dag_run_id": run_id, "model": record.model_name}
-    registry.acquire_lock(slug, run_key, holder_info=holder, is_running=is_running)
-    try:
+    lock = holding_model_lock(
+        registry,
+        record.model_name,
+        slug,
+        dag_id=dag_id,
+        run_id=run_id,
+        run_key=run_key,
+        is_running=is_running,
+    )
+    with lock:
         if event is None:
             check_unchanged(atlas, target, record.qualified_name)
-    except BaseException:
-        registry.release_locks(run_key)
-        raise
     retirement = Retirement(
         qualified_name=record.qualified_name,
         model_name=record.model_name,

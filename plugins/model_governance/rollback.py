@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from model_governance.atlas.queries import DeploymentRecord, current_deployment, replaced_by
 from model_governance.deploy.microservice import serving_target
 from model_governance.exceptions import InvalidInputError, RegistryError, TamperedArchiveError
-from model_governance.lifecycle import check_in_registry, check_reason, check_unchanged
+from model_governance.lifecycle import check_in_registry, check_reason, check_unchanged, holding_model_lock
 from model_governance.metadata import (
     METADATA_FILE,
     DeploymentDocument,
@@ -87,9 +87,16 @@ def plan(
         )
     slug = model_slug(previous.model_name)
     folder = check_in_registry(registry, previous.registry_url, slug, previous.model_version)
-    holder = {"dag_id": dag_id, "dag_run_id": run_id, "model": previous.model_name}
-    registry.acquire_lock(slug, run_key, holder_info=holder, is_running=is_running)
-    try:
+    lock = holding_model_lock(
+        registry,
+        previous.model_name,
+        slug,
+        dag_id=dag_id,
+        run_id=run_id,
+        run_key=run_key,
+        is_running=is_running,
+    )
+    with lock:
         check_unchanged(atlas, target, current.qualified_name)
         doc = replace(
             archived_document(registry, folder, previous),
@@ -105,9 +112,6 @@ def plan(
                 f"{previous.qualified_name}'s archived metadata serves at {serving_target(mleap, doc)[1]}, "
                 f"not at {target!r}: not rolled back"
             )
-    except BaseException:
-        registry.release_locks(run_key)
-        raise
     log.info(
         "Rolling back %s at %s to %s %s (%s), archived at %s: %s",
         replaced,

@@ -24,87 +24,9 @@ if TYPE_CHECKING:
 EVENTS = ("rolled_back", "retired")
 
 
-class PlanRollbackOperator(BaseOperator):
-    """Find what serves at `target` and the deployment it replaced there (Atlas), take the model's lock,
-    and check the older version's archived bytes (sha256 of every file against its manifest, the manifest
-    against Atlas's checksums). Returns the deployment document that serves it again, marked as a
-    rollback with the reason and who asked.
-
-    :param target: the deployment target as Atlas records it (`deployTarget`) (templated).
-    :param reason: why; required (templated).
-    :param registry_root: the registry that archived the version (templated).
-    :param mleap_conn_id: the MLeap serving connection of the target's host (templated).
-    :param webhdfs_conn_id: the WebHDFS connection, when the registry is on HDFS (templated).
-    :param atlas_conn_id: the Atlas connection (templated).
-    """
-
-    template_fields: Sequence[str] = (
-        "target",
-        "reason",
-        "registry_root",
-        "mleap_conn_id",
-        "webhdfs_conn_id",
-        "atlas_conn_id",
-    )
-    ui_color = "#fbeee6"
-
-    def __init__(
-        self,
-        *,
-        target: str,
-        reason: str,
-        registry_root: str,
-        mleap_conn_id: str = MLEAP_CONN_ID,
-        webhdfs_conn_id: str = WEBHDFS_CONN_ID,
-        atlas_conn_id: str = ATLAS_CONN_ID,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.target = target
-        self.reason = reason
-        self.registry_root = registry_root
-        self.mleap_conn_id = mleap_conn_id
-        self.webhdfs_conn_id = webhdfs_conn_id
-        self.atlas_conn_id = atlas_conn_id
-
-    @cached_property
-    def hook(self) -> AtlasHook:
-        from model_governance.hooks.atlas import AtlasHook
-
-        return AtlasHook(self.atlas_conn_id)
-
-    def execute(self, context: Any) -> dict[str, Any]:
-        from model_governance import rollback
-        from model_governance.hooks.mleap import MLeapServingHook
-        from model_governance.lifecycle import requested_by
-        from model_governance.operators.fetch import dag_run_is_running
-        from model_governance.registry import Registry
-
-        doc = rollback.plan(
-            self.hook,
-            MLeapServingHook(self.mleap_conn_id),
-            Registry.from_root(self.registry_root, self.webhdfs_conn_id),
-            target=str(self.target).strip(),
-            reason=self.reason,
-            dag_id=context["dag"].dag_id,
-            run_id=context["run_id"],
-            run_key=run_key(context),
-            requested_by=requested_by(context),
-            is_running=dag_run_is_running,
-        )
-        return doc.to_json()
-
-
-class PlanRetireOperator(BaseOperator):
-    """Find what serves at `target` (Atlas) and take the model's lock. Returns the retirement for the next
-    steps; a rerun of a run that already unloaded it returns it with nothing left to unload.
-
-    :param target: the deployment target as Atlas records it (`deployTarget`) (templated).
-    :param reason: why; required (templated).
-    :param registry_root: the registry holding the model's lock and event log (templated).
-    :param webhdfs_conn_id: the WebHDFS connection, when the registry is on HDFS (templated).
-    :param atlas_conn_id: the Atlas connection (templated).
-    """
+class _PlanOperator(BaseOperator):
+    """What planning a rollback and a retirement share: the target and the reason, the registry that
+    holds the model's lock, Atlas, and the run's facts every plan records."""
 
     template_fields: Sequence[str] = ("target", "reason", "registry_root", "webhdfs_conn_id", "atlas_conn_id")
     ui_color = "#fbeee6"
@@ -132,24 +54,69 @@ class PlanRetireOperator(BaseOperator):
 
         return AtlasHook(self.atlas_conn_id)
 
-    def execute(self, context: Any) -> dict[str, Any]:
-        from model_governance import retire
+    def plan_arguments(self, context: Any) -> dict[str, Any]:
+        """The keyword arguments `rollback.plan` and `retire.plan` both take, for this run."""
         from model_governance.lifecycle import requested_by
         from model_governance.operators.fetch import dag_run_is_running
         from model_governance.registry import Registry
 
-        retirement = retire.plan(
-            self.hook,
-            Registry.from_root(self.registry_root, self.webhdfs_conn_id),
-            target=str(self.target).strip(),
-            reason=self.reason,
-            dag_id=context["dag"].dag_id,
-            run_id=context["run_id"],
-            run_key=run_key(context),
-            requested_by=requested_by(context),
-            is_running=dag_run_is_running,
-        )
-        return retirement.to_json()
+        return {
+            "registry": Registry.from_root(self.registry_root, self.webhdfs_conn_id),
+            "target": str(self.target).strip(),
+            "reason": self.reason,
+            "dag_id": context["dag"].dag_id,
+            "run_id": context["run_id"],
+            "run_key": run_key(context),
+            "requested_by": requested_by(context),
+            "is_running": dag_run_is_running,
+        }
+
+
+class PlanRollbackOperator(_PlanOperator):
+    """Find what serves at `target` and the deployment it replaced there (Atlas), take the model's lock,
+    and check the older version's archived bytes (sha256 of every file against its manifest, the manifest
+    against Atlas's checksums). Returns the deployment document that serves it again, marked as a
+    rollback with the reason and who asked.
+
+    :param target: the deployment target as Atlas records it (`deployTarget`) (templated).
+    :param reason: why; required (templated).
+    :param registry_root: the registry that archived the version (templated).
+    :param mleap_conn_id: the MLeap serving connection of the target's host (templated).
+    :param webhdfs_conn_id: the WebHDFS connection, when the registry is on HDFS (templated).
+    :param atlas_conn_id: the Atlas connection (templated).
+    """
+
+    template_fields: Sequence[str] = (*_PlanOperator.template_fields, "mleap_conn_id")
+
+    def __init__(self, *, mleap_conn_id: str = MLEAP_CONN_ID, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mleap_conn_id = mleap_conn_id
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from model_governance import rollback
+        from model_governance.hooks.mleap import MLeapServingHook
+
+        args = self.plan_arguments(context)
+        doc = rollback.plan(self.hook, MLeapServingHook(self.mleap_conn_id), args.pop("registry"), **args)
+        return doc.to_json()
+
+
+class PlanRetireOperator(_PlanOperator):
+    """Find what serves at `target` (Atlas) and take the model's lock. Returns the retirement for the next
+    steps; a rerun of a run that already unloaded it returns it with nothing left to unload.
+
+    :param target: the deployment target as Atlas records it (`deployTarget`) (templated).
+    :param reason: why; required (templated).
+    :param registry_root: the registry holding the model's lock and event log (templated).
+    :param webhdfs_conn_id: the WebHDFS connection, when the registry is on HDFS (templated).
+    :param atlas_conn_id: the Atlas connection (templated).
+    """
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from model_governance import retire
+
+        args = self.plan_arguments(context)
+        return retire.plan(self.hook, args.pop("registry"), **args).to_json()
 
 
 class UnloadDeploymentOperator(BaseOperator):
