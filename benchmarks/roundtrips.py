@@ -209,7 +209,6 @@ def deploy_counts(
                 creates = sum(1 for s, m, op in counter.detail if s == "webhdfs" and op in ("CREATE", "APPEND"))
                 uploaded = 0 if creates == 0 else -1
             results[label] = {
-                "states": {ti.task_id.rsplit(".", 1)[-1]: ti.state for ti in run.get_task_instances()},
                 "atlas": counter.calls["atlas"],
                 "webhdfs": counter.calls["webhdfs"],
                 "mleap": counter.calls["mleap"],

@@ -206,6 +206,16 @@ class DeploymentRecord:
             rollback_of=row.get(s.ROLLBACK_OF) or "",
         )
 
+    def serves(self, model_name: str, version: str, sha256: str) -> bool:
+        """Whether this deployment is that model version with exactly that bundle. By model and version, not
+        by qualifiedName: a version served again after it ended is registered under a per-run name
+        (`atlas.register.deployment_qualified_name`)."""
+        return (
+            self.model_name == model_name
+            and self.model_version == version
+            and self.serialized_object_sha256 == sha256
+        )
+
     @classmethod
     def from_entity(cls, entity: dict[str, Any]) -> DeploymentRecord:
         """From an entity read by guid or qualifiedName (its `entity` part)."""

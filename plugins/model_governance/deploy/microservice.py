@@ -18,11 +18,10 @@ from model_governance.deploy import legacy, spring_boot
 from model_governance.deploy.delivery import deliver, deliver_previous, delivered_uri
 from model_governance.deploy.verify import SAMPLE_REQUEST, parse_sample
 from model_governance.exceptions import DeployError, ServingConfigError
-from model_governance.metadata import DeployFacts, DeploymentDocument, ManifestEntry
+from model_governance.metadata import DeployFacts, DeploymentDocument
 from model_governance.registry import Registry
 
 if TYPE_CHECKING:
-    from model_governance.atlas.queries import DeploymentRecord
     from model_governance.hooks.atlas import AtlasHook
     from model_governance.hooks.mleap import MLeapServingHook
 
@@ -73,7 +72,7 @@ def deploy_microservice(
     )
     sample = read_sample(registry, doc)
     facts = None
-    if skip_current and _serves_this(current, doc, entry.sha256):
+    if skip_current and current and current.serves(doc.model.name, doc.model.version, entry.sha256):
         facts = _verify_current(hook, name, bundle, sample, load_timeout)
         if facts is not None and current is not None:
             facts.update(unchanged=True, deployed_at=current.deployed_at)
@@ -107,18 +106,17 @@ def unchanged_at_target(
     registry archives that version with the same content, and the server serves it and scores the sample.
     None when any of these is not so (it is deployed as usual). Reads only: no lock is needed to decide to
     do nothing."""
-    from model_governance.atlas.queries import DeploymentRecord, serving_at
+    from model_governance.atlas.queries import current_deployment
     from model_governance.registry import differences
 
     # cheapest first: the fetch step reads the version's manifest anyway, and a new version ends it here
-    record = registry.published_record(doc.model.slug, doc.model.version)
-    if record is None or differences(doc.manifest, [ManifestEntry(**e) for e in record["files"]]):
+    published = registry.published_manifest(doc.model.slug, doc.model.version)
+    if published is None or differences(doc.manifest, published):
         return None
     name, target = serving_target(hook, doc)
-    serving = serving_at(atlas, target)
-    current = DeploymentRecord.from_row(serving[0]) if serving else None
+    current = current_deployment(atlas, target)
     sha256 = doc.executable_entry.sha256
-    if current is None or not _serves_this(current, doc, sha256):
+    if current is None or not current.serves(doc.model.name, doc.model.version, sha256):
         return None
     uri = delivered_uri(hook, doc.model.slug, doc.model.version, doc.executable)
     if _verify_current(hook, name, uri, sample, load_timeout) is None:
@@ -128,17 +126,6 @@ def unchanged_at_target(
         f"{current.qualified_name} already serves this exact bundle (sha256 {sha256}) at {target}, "
         f"archived at {registry.store.url(registry.version_path(doc.model.slug, doc.model.version))}; "
         f"verified at the server ({checks})"
-    )
-
-
-def _serves_this(current: DeploymentRecord | None, doc: DeploymentDocument, sha256: str) -> bool:
-    # by model and version, not by qualifiedName: a version served again after it ended is registered
-    # under a per-run name (`atlas.register.deployment_qualified_name`)
-    return (
-        current is not None
-        and current.model_name == doc.model.name
-        and current.model_version == doc.model.version
-        and current.serialized_object_sha256 == sha256
     )
 
 

@@ -164,9 +164,7 @@ class DeploymentApprovalOperator(ApprovalOperator):
             return None  # archived by this run for the first time: it serves nowhere yet
         current = current_deployment(AtlasHook(self.atlas_conn_id), target.target)
         sha256 = doc.executable_entry.sha256
-        if current is None or current.serialized_object_sha256 != sha256:
-            return None
-        if (current.model_name, current.model_version) != (doc.model.name, doc.model.version):
+        if current is None or not current.serves(doc.model.name, doc.model.version, sha256):
             return None
         return (
             f"unchanged: {current.qualified_name} already serves this exact bundle (sha256 {sha256}) at "
