@@ -32,7 +32,12 @@ from __future__ import annotations
 
 import os
 
-from airflow.sdk import DAG, task, task_group
+from airflow.sdk import DAG
+
+# From their defining module rather than `airflow.sdk`'s lazy names, so that the DAG processor imports the
+# task-flow machinery once, in its manager (`[dag_processor] parsing_pre_import_modules` imports the
+# `airflow.*` modules a DAG file names), and not again in every parse process: 30 ms a parse.
+from airflow.sdk.definitions.decorators import task, task_group
 
 from model_governance.dag_steps import DEFAULT_ARGS, deployment_steps, mleap_deploy
 from model_governance.params import approval_params
