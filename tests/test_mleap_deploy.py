@@ -101,7 +101,8 @@ def test_a_good_deploy_serves_verifies_and_records_the_schemas(dag, serving, fir
     assert deployments(devstack) == {"1.0": "superseded", "1.1": "deployed"}
     if api == "spring-boot":  # the candidate name used for verification is gone
         assert candidate_gone(serving, run)
-        assert requests.get(f"{url}/models/{TARGET}", timeout=10).json()["uri"].endswith("/1.1/airbnb.model.lr.zip")
+        sha256 = hashlib.sha256(BUNDLE.read_bytes()).hexdigest()  # the path names the content it holds
+        assert requests.get(f"{url}/models/{TARGET}", timeout=10).json()["uri"].endswith(f"/1.1/{sha256[:16]}/airbnb.model.lr.zip")
 
 
 def test_an_invalid_bundle_is_refused_before_anything_is_deployed(dag, serving, first_version, devstack, tmp_path):
@@ -137,6 +138,36 @@ def test_a_failed_sample_scoring_is_rolled_back(dag, serving, first_version, dev
     assert run.state == "failed" and states["deploy_model"] == "failed" and states["register_in_atlas"] == "upstream_failed"
     assert predict(serving) == pytest.approx(first_version)
     assert deployments(devstack) == {"1.0": "deployed"}
+
+
+@pytest.mark.parametrize("serving", ["spring-boot"], indirect=True)  # the stand-in counts the loads it receives
+def test_a_bundle_serving_that_atlas_does_not_record_is_verified_and_registered_without_a_reload(dag, serving, first_version, devstack, monkeypatch):
+    """An earlier run swapped 1.1 in and stopped before recording it (here: the served marker's write
+    fails; a killed worker or Atlas down end the same way). The next run finds the server serving 1.1's
+    exact bundle (its URI names the content), verifies it (schema, sample) and registers it without
+    loading it again."""
+    from airflow.sdk.exceptions import AirflowFailException
+    from model_governance.registry import Registry
+
+    server = serving[3]
+    mark_served = Registry.mark_served
+
+    def stopped(*args, **kwargs):
+        raise AirflowFailException("stopped after the swap")  # no retry: the next run is the subject
+
+    monkeypatch.setattr(Registry, "mark_served", stopped)
+    run, states = deploy(dag, serving, EXAMPLE_STAGING)
+    assert run.state == "failed" and states["deploy_model"] == "failed", states
+    assert predict(serving) == pytest.approx(first_version - SHIFT)  # 1.1 serves, recorded nowhere
+    assert deployments(devstack) == {"1.0": "deployed"}
+    loads = server.loads_by_name[TARGET]
+    monkeypatch.setattr(Registry, "mark_served", mark_served)
+    run, states = deploy(dag, serving, EXAMPLE_STAGING)
+    assert run.state == "success", states
+    assert server.loads_by_name[TARGET] == loads  # verified where it serves, not loaded again
+    facts = run.get_task_instance("deploy_model").xcom_pull(task_ids="deploy_model")["deploy"]
+    assert not facts["unchanged"] and facts["output_schema"]  # recorded as this run's deployment
+    assert deployments(devstack) == {"1.0": "superseded", "1.1": "deployed"}
 
 
 @pytest.mark.parametrize("serving", ["legacy", "spring-boot"], indirect=True)  # the stand-ins' fault switch

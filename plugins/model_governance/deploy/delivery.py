@@ -1,5 +1,7 @@
 """The bundle's way to the serving host: copied from the registry (sha256 checked) into the folder the
-server mounts, one folder per model version, so that older versions stay loadable for a rollback."""
+server mounts, one folder per model version and content, so that older versions stay loadable for a
+rollback and a URI the server serves names the bytes it loaded: a version republished with other content
+(`force`) is delivered to another path."""
 
 from __future__ import annotations
 
@@ -36,27 +38,28 @@ def deliver(
 ) -> str:
     """Where the server reads the archived bundle: a path (legacy) or a `file:` URI (spring-boot).
 
-    The bundle is copied to `<models_dir>/<slug>/<version>/<file>`, `<models_mount>/<slug>/<version>/<file>`
-    as the server sees it, and checked there (sha256 and bundle layout).
+    The bundle is copied to `<models_dir>/<slug>/<version>/<sha256 prefix>/<file>`, the same under
+    `<models_mount>` as the server sees it, and checked there (sha256 and bundle layout).
     """
-    uri = delivered_uri(hook, slug, version, executable)
-    local = hook.models_dir / _relative(slug, version, executable)
+    uri = delivered_uri(hook, slug, version, executable, sha256)
+    local = hook.models_dir / _relative(slug, version, executable, sha256)
     registry.download(posixpath.join(version_path, executable), local, sha256)
     validate_mleap_bundle(local)
     return uri
 
 
-def delivered_uri(hook: MLeapServingHook, slug: str, version: str, executable: str) -> str:
+def delivered_uri(hook: MLeapServingHook, slug: str, version: str, executable: str, sha256: str) -> str:
     """Where the server reads a version's bundle once delivered: a path (legacy) or a `file:` URI."""
     require_zip_name(executable)
     if hook.delivery == "webhdfs":
         raise ServingConfigError(WEBHDFS_REFUSED.format(conn=hook.mleap_conn_id))
-    path = f"{hook.models_mount}/{_relative(slug, version, executable)}"
+    path = f"{hook.models_mount}/{_relative(slug, version, executable, sha256)}"
     return path if hook.api == "legacy" else f"file:{path}"
 
 
-def _relative(slug: str, version: str, executable: str) -> str:
-    return posixpath.join(slug, version, posixpath.basename(executable))
+def _relative(slug: str, version: str, executable: str, sha256: str) -> str:
+    # 16 hex digits (64 bits) of the sha256 tell two contents of one version apart
+    return posixpath.join(slug, version, sha256[:16], posixpath.basename(executable))
 
 
 def deliver_previous(

@@ -72,10 +72,16 @@ def deploy_microservice(
     )
     sample = read_sample(registry, doc)
     facts = None
-    if skip_current and current and current.serves(doc.model.name, doc.model.version, entry.sha256):
+    recorded = current is not None and current.serves(doc.model.name, doc.model.version, entry.sha256)
+    # spring-boot names what it serves, and the delivered URI names the bundle's content, so the server
+    # also shows this bundle serving where Atlas has no record of it: an earlier try of this run stopped
+    # after its swap, or the run's registration failed. Verified, it is recorded without a re-load.
+    if skip_current and (recorded or hook.api == "spring-boot"):
         facts = _verify_current(hook, name, bundle, sample, load_timeout)
-        if facts is not None and current is not None:
+        if facts is not None and current is not None and recorded:
             facts.update(unchanged=True, deployed_at=current.deployed_at)
+        elif facts is not None:
+            log.info("%r already serves %s, unrecorded in Atlas: verified, not loaded again", name, bundle)
     if facts is None and hook.api == "legacy":
         previous = deliver_previous(hook, registry, current, webhdfs_conn_id)
         facts = legacy.deploy(hook, bundle, previous, sample, load_timeout)
@@ -118,7 +124,7 @@ def unchanged_at_target(
     sha256 = doc.executable_entry.sha256
     if current is None or not current.serves(doc.model.name, doc.model.version, sha256):
         return None
-    uri = delivered_uri(hook, doc.model.slug, doc.model.version, doc.executable)
+    uri = delivered_uri(hook, doc.model.slug, doc.model.version, doc.executable, sha256)
     if _verify_current(hook, name, uri, sample, load_timeout) is None:
         return None
     checks = "schema and sample scored" if sample else "schema"
