@@ -15,7 +15,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk import DAG, task
+from airflow.sdk import DAG
+
+# from its defining module, not `airflow.sdk`'s lazy name: the DAG processor's manager then imports the
+# task-flow machinery once, instead of every parse process (see model_redeploy.py)
+from airflow.sdk.definitions.decorators import task
 
 from model_governance.assets import DEPLOYMENTS
 from model_governance.connections import WEBHDFS_CONN_ID
