@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -9,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from model_governance.hooks.atlas import AtlasHook
     from model_governance.registry import Registry
+
+log = logging.getLogger(__name__)
 
 SCHEDULER = "scheduler"  # a run the schedule (or an asset event) started: no person asked for it
 
@@ -50,15 +53,27 @@ def holding_model_lock(
     run_key: str,
     is_running: Callable[[dict[str, Any]], bool | None] | None = None,
 ) -> Iterator[None]:
-    """Take the model's deployment lock for this run; released again if the block fails, kept when it
-    succeeds (the run's clean-up task releases it)."""
+    """Take the model's deployment lock for this run; if the block fails, the run's lock and pending upload
+    are released again (`release_run`), kept when it succeeds (the run's clean-up task releases them)."""
     holder = {"dag_id": dag_id, "dag_run_id": run_id, "model": model_name}
     registry.acquire_lock(slug, run_key, holder_info=holder, is_running=is_running)
     try:
         yield
     except BaseException:
-        registry.release_locks(run_key)
+        release_run(registry, run_key)
         raise
+
+
+def release_run(registry: Registry, run_key: str) -> None:
+    """Drop the run's pending upload and release its model lock; never raises over the error being handled
+    (the clean-up task, or the next run's take-over, releases what this could not)."""
+    try:
+        if registry.discard_pending(run_key):
+            log.info("Removed %s", registry.store.url(registry.pending_path(run_key)))
+        for slug in registry.release_locks(run_key):
+            log.info("Released the deployment lock of %s", slug)
+    except Exception as exc:
+        log.warning("Could not release the run's lock and pending upload now (%s)", exc)
 
 
 def check_in_registry(registry: Registry, registry_url: str, slug: str, version: str) -> str:

@@ -87,7 +87,7 @@ class FetchStagingOperator(DeploymentLineageMixin, BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from model_governance.bundle import validate_mleap_bundle, validate_spark_pipeline
-        from model_governance.lifecycle import requested_by
+        from model_governance.lifecycle import holding_model_lock, requested_by
         from model_governance.metadata import DeploymentDocument
         from model_governance.registry import Registry
         from model_governance.staging import stage, users_paths
@@ -129,11 +129,16 @@ class FetchStagingOperator(DeploymentLineageMixin, BaseOperator):
             if unchanged is not None:  # nothing taken, uploaded or asked: the rest of the run is skipped
                 self.log.info("Unchanged, nothing to do: %s", unchanged)
                 raise AirflowSkipException(f"unchanged: {unchanged}")
-            holder = {"dag_id": dag_id, "dag_run_id": context["run_id"], "model": staged.metadata.name}
-            registry.acquire_lock(
-                staged.metadata.slug, key, holder_info=holder, is_running=dag_run_is_running
+            lock = holding_model_lock(  # released here if this step fails; by the clean-up task otherwise
+                registry,
+                staged.metadata.name,
+                staged.metadata.slug,
+                dag_id=dag_id,
+                run_id=context["run_id"],
+                run_key=key,
+                is_running=dag_run_is_running,
             )
-            try:  # released here if this step fails; by the clean-up task otherwise
+            with lock:
                 with users_paths(staged.folder, staged.source.location):
                     if self.host_type == "microservice":
                         bundle = validate_mleap_bundle(staged.folder / staged.executable)
@@ -148,9 +153,6 @@ class FetchStagingOperator(DeploymentLineageMixin, BaseOperator):
                     self.log.info("The registry already holds this exact version: nothing to upload")
                 else:
                     registry.upload_pending(key, staged.folder, staged.manifest)
-            except BaseException:
-                release_run(registry, key, self.log)
-                raise
         return self.lineage_output(doc.to_json())
 
     def _unchanged(self, registry: Registry, doc: DeploymentDocument, folder: Path) -> str | None:
@@ -213,17 +215,6 @@ def one_line_errors() -> Iterator[None]:
         if "\n" not in text and "\r" not in text:
             raise
         raise type(exc)(text.replace("\r", "\\r").replace("\n", "\\n")) from None
-
-
-def release_run(registry: Registry, key: str, log: Logger) -> None:
-    """Drop the run's pending upload and release its model lock; never raises over the error being handled."""
-    try:
-        if registry.discard_pending(key):
-            log.info("Removed %s", registry.store.url(registry.pending_path(key)))
-        for slug in registry.release_locks(key):
-            log.info("Released the deployment lock of %s", slug)
-    except Exception as exc:  # the clean-up task, or the next run's take-over, will release it
-        log.warning("Could not release the run's lock and pending upload now (%s)", exc)
 
 
 def dag_run_is_running(holder: dict[str, Any]) -> bool | None:

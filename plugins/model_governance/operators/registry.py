@@ -69,7 +69,7 @@ class CleanUpRunOperator(BaseOperator):
 
     def execute(self, context: Any) -> None:
         from model_governance.exceptions import InvalidInputError
-        from model_governance.operators.fetch import release_run
+        from model_governance.lifecycle import release_run
         from model_governance.registry import Registry
 
         try:
@@ -77,4 +77,4 @@ class CleanUpRunOperator(BaseOperator):
         except InvalidInputError as exc:  # the fetch step refused the same root: it holds nothing there
             self.log.info("Nothing to clean up: %s", exc)
             return
-        release_run(registry, run_key(context), self.log)
+        release_run(registry, run_key(context))
