@@ -357,17 +357,12 @@ print(time.perf_counter() - start)
 """
 
 
-def parse_seconds(dag_file: Path, repeats: int, env: dict[str, str] | None = None) -> list[float]:
-    """Wall times to parse one DAG file, each in a fresh interpreter set up as a DAG processor's child."""
-    times = []
-    for _ in range(repeats):
-        out = subprocess.run(
-            [sys.executable, "-c", PARSE_CHILD, str(dag_file)], capture_output=True, text=True, env=env or os.environ
-        )
-        if out.returncode:
-            raise RuntimeError(f"parsing {dag_file} failed:\n{out.stderr[-3000:]}")
-        times.append(float(out.stdout.strip().splitlines()[-1]))
-    return times
+def parse_seconds(dag_file: Path, env: dict[str, str]) -> float:
+    """Wall time to parse one DAG file in a fresh interpreter set up as a DAG processor's child."""
+    out = subprocess.run([sys.executable, "-c", PARSE_CHILD, str(dag_file)], capture_output=True, text=True, env=env)
+    if out.returncode:
+        raise RuntimeError(f"parsing {dag_file} failed:\n{out.stderr[-3000:]}")
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def bench_parse(work: Path, repeats: int = 7) -> list[Row]:
@@ -419,7 +414,7 @@ def median_parse_seconds(files: list[Path], repeats: int, env: dict[str, str]) -
     times: dict[Path, list[float]] = {f: [] for f in files}
     for _ in range(repeats):
         for dag_file in files:
-            times[dag_file] += parse_seconds(dag_file, 1, env)
+            times[dag_file].append(parse_seconds(dag_file, env))
     return {f: statistics.median(t) for f, t in times.items()}
 
 

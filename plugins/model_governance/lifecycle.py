@@ -1,4 +1,5 @@
-"""Who a run acts for: the lifecycle records it on every event and Atlas entity (issue 15)."""
+"""Who a run acts for (the lifecycle records it on every event and Atlas entity, issue 15), the model's
+lock every run that changes a model holds, and what rollback and retire share."""
 
 from __future__ import annotations
 
@@ -27,21 +28,7 @@ def requested_by(context: Any) -> str:
     return SCHEDULER if run_type.endswith(("scheduled", "asset_triggered", "backfill")) else "unknown"
 
 
-# -- what rollback and retire share -----------------------------------------------------------------------
-def check_reason(reason: Any) -> str:
-    """An operator action's reason: required, one line (it goes to Atlas, the event log and the CLI)."""
-    from model_governance.exceptions import InvalidInputError
-
-    text = "" if reason is None else str(reason).strip()
-    if not text:
-        raise InvalidInputError("reason is empty: say why (it is recorded in Atlas and the event log)")
-    if any(ord(c) < 32 or c in "\x7f\u2028\u2029" for c in text):
-        raise InvalidInputError(f"reason {text[:60]!r} holds a line break or control character: one line")
-    if len(text) > 1000:
-        raise InvalidInputError(f"reason {text[:40]!r}… is longer than 1000 characters")
-    return text
-
-
+# -- the model's lock: the fetch step, rollback and retire take it; clean_up releases it -------------------
 @contextmanager
 def holding_model_lock(
     registry: Registry,
@@ -74,6 +61,21 @@ def release_run(registry: Registry, run_key: str) -> None:
             log.info("Released the deployment lock of %s", slug)
     except Exception as exc:
         log.warning("Could not release the run's lock and pending upload now (%s)", exc)
+
+
+# -- what rollback and retire share -----------------------------------------------------------------------
+def check_reason(reason: Any) -> str:
+    """An operator action's reason: required, one line (it goes to Atlas, the event log and the CLI)."""
+    from model_governance.exceptions import InvalidInputError
+
+    text = "" if reason is None else str(reason).strip()
+    if not text:
+        raise InvalidInputError("reason is empty: say why (it is recorded in Atlas and the event log)")
+    if any(ord(c) < 32 or c in "\x7f\u2028\u2029" for c in text):
+        raise InvalidInputError(f"reason {text[:60]!r} holds a line break or control character: one line")
+    if len(text) > 1000:
+        raise InvalidInputError(f"reason {text[:40]!r}… is longer than 1000 characters")
+    return text
 
 
 def check_in_registry(registry: Registry, registry_url: str, slug: str, version: str) -> str:
